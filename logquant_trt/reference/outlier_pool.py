@@ -1,0 +1,60 @@
+# SPDX-License-Identifier: Apache-2.0
+"""OTT outlier-token tracing (arXiv 2505.10938) for one layer (docs/kv_format.md §5.3).
+
+Decisions where the paper is silent (NOTE(logquant): issue #2):
+- score = L1 norm of the post-RoPE key over the head's channels, in fp32;
+- one pool per (sequence, KV head), so GQA heads keep their own outliers;
+- prefill blocks are traced exactly like decode blocks, in position order;
+- ties go to the older position (stable sort over pool-then-block order);
+- tracing of a head stops for good at the first seal whose evictions do not fit in
+  the extra pool; its pool and extra pool then stay as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class OutlierPool:
+    def __init__(self, batch: int, heads: int, pool_size: int, extra_pool_size: int) -> None:
+        self.k = pool_size
+        self.extra_capacity = extra_pool_size
+        self.pool: list[list[list[tuple[float, int]]]] = [[[] for _ in range(heads)] for _ in range(batch)]
+        self.extra: list[list[list[int]]] = [[[] for _ in range(heads)] for _ in range(batch)]
+        self.tracing = [[pool_size > 0 for _ in range(heads)] for _ in range(batch)]
+
+    def positions(self, b: int, h: int) -> list[int]:
+        """Pool and extra pool positions of one head: all pinned in full precision."""
+        return [p for _, p in self.pool[b][h]] + self.extra[b][h]
+
+    def on_seal(self, block_start: int, keys: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        """Choose the pool at a block seal.
+
+        Args:
+            block_start: position of the block's first token.
+            keys: [B, H, G, D] the block's keys.
+            candidate: bool [B, H, G]; False for tokens pinned by another rule.
+        Returns:
+            bool [B, H, G]: block tokens that entered the pool (left out of min/max).
+        """
+        scores = keys.float().abs().sum(-1)
+        chosen = torch.zeros(candidate.shape, dtype=torch.bool, device=keys.device)
+        for b in range(keys.shape[0]):
+            for h in range(keys.shape[1]):
+                if not self.tracing[b][h]:
+                    continue
+                block = [(float(scores[b, h, i]), block_start + i)
+                         for i in range(keys.shape[2]) if candidate[b, h, i]]
+                ranked = sorted(self.pool[b][h] + block, key=lambda sp: sp[0])  # stable
+                new_pool = ranked[: self.k]
+                kept = {p for _, p in new_pool}
+                evicted = [p for _, p in self.pool[b][h] if p not in kept]
+                if len(self.extra[b][h]) + len(evicted) > self.extra_capacity:
+                    self.tracing[b][h] = False
+                    continue
+                self.extra[b][h].extend(evicted)
+                self.pool[b][h] = new_pool
+                for _, p in new_pool:
+                    if p >= block_start:
+                        chosen[b, h, p - block_start] = True
+        return chosen
