@@ -115,6 +115,11 @@ class LogQuantConfig:
         need(self.extra_pool_size >= 0, "extra_pool_size", "must be >= 0")
         need(self.pool_skip_layers >= 0, "pool_skip_layers", "must be >= 0")
         need(self.dtype in SUPPORTED_DTYPES, "dtype", f"must be one of {SUPPORTED_DTYPES}")
+        if self.uses_log_window and self.group_size in SUPPORTED_GROUP_SIZES:
+            # Keeps LogQuant's window start on a block boundary, so that sparse
+            # positions are always sealed (docs/kv_format.md §5.3).
+            need(self.window % self.group_size == 0, "window",
+                 f"must be a multiple of group_size={self.group_size} for policy {self.policy.value}")
         return found
 
     # -- derived geometry ------------------------------------------------------------
@@ -151,11 +156,19 @@ class LogQuantConfig:
         window = 2 * self.window if self.uses_log_window else self.residual
         return -(-(window + g) // g) * g
 
+    def retained_regions(self) -> dict[str, int]:
+        """Slots of each region of the retained buffer, in slot order (docs/kv_format.md §4.4)."""
+        pool = self.uses_outlier_pool
+        return {
+            "sinks": self.sink_tokens,
+            "sparse": self.window if self.uses_log_window else 0,
+            "pool": self.pool_size if pool else 0,
+            "extra": self.extra_pool_size if pool else 0,
+        }
+
     def retained_capacity(self) -> int:
         """S: retained-buffer slots per (sequence, KV head)."""
-        pool = self.pool_size + self.extra_pool_size if self.uses_outlier_pool else 0
-        sparse = self.window if self.uses_log_window else 0
-        return self.sink_tokens + sparse + pool
+        return sum(self.retained_regions().values())
 
     def check_head_dim(self, head_dim: int) -> None:
         """Raise ConfigError if the cache cannot hold heads of this size."""

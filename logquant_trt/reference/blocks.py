@@ -58,7 +58,7 @@ def _dequantize_per_token(codes: torch.Tensor, params: torch.Tensor) -> torch.Te
     """[..., G, D/4], [..., G, D/C, 2] -> [..., G, D]."""
     flat = unpack_2bit(codes)
     groups = params.shape[-2]
-    grouped = flat.reshape(*flat.shape[:-1], groups, flat.shape[-1] // groups)
+    grouped = flat.unflatten(-1, (groups, flat.shape[-1] // groups))
     return dequantize_groups(grouped, params, dim=-1).flatten(-2)
 
 

@@ -6,8 +6,8 @@ Decisions where the paper is silent (NOTE(logquant): issue #2):
 - one pool per (sequence, KV head), so GQA heads keep their own outliers;
 - prefill blocks are traced exactly like decode blocks, in position order;
 - ties go to the older position (stable sort over pool-then-block order);
-- tracing of a head stops for good at the first seal whose evictions do not fit in
-  the extra pool; its pool and extra pool then stay as they are.
+- a seal whose evictions do not fit in the extra pool changes nothing for that head
+  (OTT's "tracing stops"), which needs no state beyond the two pools.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ class OutlierPool:
         self.extra_capacity = extra_pool_size
         self.pool: list[list[list[tuple[float, int]]]] = [[[] for _ in range(heads)] for _ in range(batch)]
         self.extra: list[list[list[int]]] = [[[] for _ in range(heads)] for _ in range(batch)]
-        self.tracing = [[pool_size > 0 for _ in range(heads)] for _ in range(batch)]
 
     def positions(self, b: int, h: int) -> list[int]:
         """Pool and extra pool positions of one head: all pinned in full precision."""
-        return [p for _, p in self.pool[b][h]] + self.extra[b][h]
+        return self.pool_positions(b, h) + self.extra[b][h]
+
+    def pool_positions(self, b: int, h: int) -> list[int]:
+        return sorted(p for _, p in self.pool[b][h])
 
     def on_seal(self, block_start: int, keys: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         """Choose the pool at a block seal.
@@ -41,8 +43,6 @@ class OutlierPool:
         chosen = torch.zeros(candidate.shape, dtype=torch.bool, device=keys.device)
         for b in range(keys.shape[0]):
             for h in range(keys.shape[1]):
-                if not self.tracing[b][h]:
-                    continue
                 block = [(float(scores[b, h, i]), block_start + i)
                          for i in range(keys.shape[2]) if candidate[b, h, i]]
                 ranked = sorted(self.pool[b][h] + block, key=lambda sp: sp[0])  # stable
@@ -50,7 +50,6 @@ class OutlierPool:
                 kept = {p for _, p in new_pool}
                 evicted = [p for _, p in self.pool[b][h] if p not in kept]
                 if len(self.extra[b][h]) + len(evicted) > self.extra_capacity:
-                    self.tracing[b][h] = False
                     continue
                 self.extra[b][h].extend(evicted)
                 self.pool[b][h] = new_pool

@@ -19,7 +19,7 @@ def pack_2bit(codes: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"codes must be uint8, got {codes.dtype}")
     if codes.shape[-1] % CODES_PER_BYTE:
         raise ValueError(f"codes.shape[-1]={codes.shape[-1]} is not a multiple of 4")
-    quads = codes.reshape(*codes.shape[:-1], -1, CODES_PER_BYTE)
+    quads = codes.reshape(*codes.shape[:-1], codes.shape[-1] // CODES_PER_BYTE, CODES_PER_BYTE)
     packed = torch.zeros(quads.shape[:-1], dtype=torch.uint8, device=codes.device)
     for i, shift in enumerate(_SHIFTS):
         packed |= (quads[..., i] & 3) << shift
@@ -31,4 +31,4 @@ def unpack_2bit(packed: torch.Tensor) -> torch.Tensor:
     if packed.dtype != torch.uint8:
         raise TypeError(f"packed must be uint8, got {packed.dtype}")
     codes = torch.stack([(packed >> shift) & 3 for shift in _SHIFTS], dim=-1)
-    return codes.reshape(*packed.shape[:-1], -1)
+    return codes.reshape(*packed.shape[:-1], packed.shape[-1] * CODES_PER_BYTE)

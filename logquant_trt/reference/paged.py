@@ -102,14 +102,36 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
         slots = torch.arange(s.sealed_length, s.length) % t_cap
         tail_k[b, :, slots], tail_v[b, :, slots] = s.tail_k[0], s.tail_v[0]
         for h in range(heads):
-            for i, p in enumerate(s.retained_positions(0, h)):
-                ret_pos[b, h, i] = p
-                ret_k[b, h, i], ret_v[b, h, i] = s.retained[(0, h)][p]
+            _fill_retained_regions(s, h, ret_pos[b, h], ret_k[b, h], ret_v[b, h])
     return PagedLayer(
         config, *pool, dup_mask=dup_mask, block_table=block_table,
         num_sealed=torch.tensor([s.num_sealed for s in states], dtype=torch.int32),
         seq_len=torch.tensor([s.length for s in states], dtype=torch.int32),
         tail_k=tail_k, tail_v=tail_v, retained_pos=ret_pos, retained_k=ret_k, retained_v=ret_v)
+
+
+def encode_shadowed(position: int) -> int:
+    """A sparse-region entry whose copy lives in the pool or extra region."""
+    return -position - 2
+
+
+def _fill_retained_regions(state: LayerKVState, h: int, pos: torch.Tensor,
+                           k: torch.Tensor, v: torch.Tensor) -> None:
+    regions = state.policy.regions(0, h)
+    copies = state.retained[(0, h)]
+    elsewhere = set(regions["pool"]) | set(regions["extra"])
+    offset = 0
+    for name, capacity in state.config.retained_regions().items():
+        entries = [p for p in regions[name] if p < state.sealed_length]
+        if len(entries) > capacity:
+            raise AssertionError(f"{len(entries)} positions in retained region {name!r} of {capacity} slots")
+        for i, p in enumerate(entries):
+            if name == "sparse" and p in elsewhere:
+                pos[offset + i] = encode_shadowed(p)
+                continue
+            pos[offset + i] = p
+            k[offset + i], v[offset + i] = copies[p]
+        offset += capacity
 
 
 def _page_shapes(axis: KeyAxis, heads: int, g: int, d: int, c: int) -> list[tuple[int, ...]]:

@@ -48,6 +48,18 @@ class LayerRetention:
             excluded |= self.pool.on_seal(block_start, keys, ~excluded)
         return excluded
 
+    def regions(self, b: int, h: int) -> dict[str, list[int]]:
+        """The retained buffer's regions (docs/kv_format.md §4.4), positions ascending.
+
+        "sparse" is LogQuant's whole ordered set, since thinning needs it; an entry
+        whose copy lives in "pool" or "extra" is shadowed there.
+        """
+        sinks = list(range(min(self.config.sink_tokens, self.window.length)))
+        pool = self.pool.pool_positions(b, h) if self.pool is not None else []
+        extra = sorted(self.pool.extra[b][h]) if self.pool is not None else []
+        sparse = [p for p in self.window.sparse if p >= len(sinks)]
+        return {"sinks": sinks, "sparse": sparse, "pool": pool, "extra": extra}
+
     def retained(self, b: int, h: int) -> set[int]:
         """Every position of head (b, h) that is full precision besides the tail."""
         kept = set(self.pinned()) | set(self.window.sparse)
