@@ -35,6 +35,7 @@ class LayerKVState:
         self.retained: dict[tuple[int, int], dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         self.policy: LayerRetention | None = None
         self._last_sparse: list[int] | None = None
+        self.retained_version = 0  # bumped whenever the retained set changes
         # Dequantized copy of the sealed blocks: a reference-only speed-up, never counted as storage.
         self._dequantized: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -114,12 +115,20 @@ class LayerKVState:
                         k, v = fresh[start]
                         keep[p] = (k[b, h, p - start], v[b, h, p - start])
                 self.retained[(b, h)] = keep
+        self.retained_version += 1
 
     # -- reads -----------------------------------------------------------------------
 
     @property
     def sealed_length(self) -> int:
         return self.num_sealed * self.config.group_size
+
+    def dequantized_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, H, Q, D] keys and values of the sealed blocks, as attention reads them."""
+        if self._dequantized is None:
+            empty = self.tail_k[:, :, :0]
+            return empty, empty
+        return self._dequantized
 
     def retained_positions(self, b: int, h: int) -> list[int]:
         return sorted(self.retained.get((b, h), {}))
