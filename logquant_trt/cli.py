@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`logquant-trt`: demo, eval and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _add_eval_arguments(parser: argparse.ArgumentParser, num_tokens: int, prefill: int,
+                        gen_tokens: int) -> None:
+    parser.add_argument("--model", default=None,
+                        help="HF checkpoint directory (Llama, Qwen2, Mistral); default: embedded SmolLM2-135M")
+    parser.add_argument("--num-tokens", type=int, default=num_tokens, help="evaluated text length")
+    parser.add_argument("--prefill", type=int, default=prefill, help="prefill length; the rest decodes")
+    parser.add_argument("--gen-context", type=int, default=1024)
+    parser.add_argument("--gen-tokens", type=int, default=gen_tokens)
+    parser.add_argument("--group-size", type=int, default=64)
+    parser.add_argument("--window", type=int, default=64, help="LogQuant W (multiple of the group size)")
+    parser.add_argument("--pool-size", type=int, default=3)
+    parser.add_argument("--extra-pool-size", type=int, default=32)
+    parser.add_argument("--output-dir", type=Path, default=Path("results/eval"))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from logquant_trt.data.corpus import corpus_token_ids
+    from logquant_trt.eval.presets import Geometry, table_rows
+    from logquant_trt.eval.report import plot_perplexity_vs_bytes, print_table, write_json
+    from logquant_trt.eval.run import EvalSettings, evaluate
+    from logquant_trt.models.checkpoint import load_model
+    from logquant_trt.models.embedded import load_embedded_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_model(args.model) if args.model else load_embedded_model()
+    settings = EvalSettings(num_tokens=args.num_tokens, prefill_len=args.prefill,
+                            gen_context=min(args.gen_context, args.num_tokens), gen_tokens=args.gen_tokens)
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    geometry = Geometry(cfg.num_hidden_layers, cfg.num_key_value_heads, head_dim)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    rows = table_rows(geometry, args.num_tokens, args.prefill, dtype, group_size=args.group_size,
+                      window=args.window, pool_size=args.pool_size, extra_pool_size=args.extra_pool_size)
+    token_ids = corpus_token_ids(tokenizer, args.num_tokens)
+    results = evaluate(model, token_ids, rows, settings)
+    title = (f"{cfg.name_or_path or 'model'}: {args.num_tokens} tokens of pydoc topics, "
+             f"prefill {args.prefill}, G={args.group_size}")
+    print_table(results, title)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(results, settings, args.output_dir / "eval.json")
+    plot_perplexity_vs_bytes(results, args.output_dir / "perplexity_vs_bytes.png", title)
+    print(f"wrote {args.output_dir / 'eval.json'} and {args.output_dir / 'perplexity_vs_bytes.png'}")
+    return 0
+
+
+def _run_bench(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.routine == "kernels":
+        from logquant_trt.bench.kernels import main as bench_kernels
+
+        return bench_kernels(rest) or 0
+    raise SystemExit(f"unknown bench routine {args.routine!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="logquant-trt", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="short eval of every policy on the embedded model")
+    _add_eval_arguments(demo, num_tokens=2048, prefill=256, gen_tokens=16)
+    evaluate = commands.add_parser("eval", help="perplexity/KL/agreement/bytes of every policy")
+    _add_eval_arguments(evaluate, num_tokens=4096, prefill=512, gen_tokens=32)
+    bench = commands.add_parser("bench", help="benchmarks (extra arguments go to the routine)")
+    bench.add_argument("routine", choices=["kernels"])
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return _run_bench(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return _run_eval(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
