@@ -17,8 +17,8 @@ def _add_eval_arguments(parser: argparse.ArgumentParser, num_tokens: int, prefil
     parser.add_argument("--prefill", type=int, default=prefill, help="prefill length; the rest decodes")
     parser.add_argument("--gen-context", type=int, default=1024)
     parser.add_argument("--gen-tokens", type=int, default=gen_tokens)
-    parser.add_argument("--group-size", type=int, default=64)
-    parser.add_argument("--window", type=int, default=64, help="LogQuant W (multiple of the group size)")
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--window", type=int, default=32, help="LogQuant W (multiple of the group size)")
     parser.add_argument("--pool-size", type=int, default=3)
     parser.add_argument("--extra-pool-size", type=int, default=32)
     parser.add_argument("--output-dir", type=Path, default=Path("results/eval"))
@@ -30,9 +30,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     import torch
 
     from logquant_trt.data.corpus import corpus_token_ids
-    from logquant_trt.eval.presets import Geometry, table_rows
+    from logquant_trt.eval.presets import TableSettings, run_table
     from logquant_trt.eval.report import plot_perplexity_vs_bytes, print_table, write_json
-    from logquant_trt.eval.run import EvalSettings, evaluate
+    from logquant_trt.eval.run import EvalSettings, Evaluator
     from logquant_trt.models.checkpoint import load_model
     from logquant_trt.models.embedded import load_embedded_model
 
@@ -41,14 +41,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model) if args.model else load_embedded_model()
     settings = EvalSettings(num_tokens=args.num_tokens, prefill_len=args.prefill,
                             gen_context=min(args.gen_context, args.num_tokens), gen_tokens=args.gen_tokens)
-    cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    geometry = Geometry(cfg.num_hidden_layers, cfg.num_key_value_heads, head_dim)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    rows = table_rows(geometry, args.num_tokens, args.prefill, dtype, group_size=args.group_size,
-                      window=args.window, pool_size=args.pool_size, extra_pool_size=args.extra_pool_size)
-    token_ids = corpus_token_ids(tokenizer, args.num_tokens)
-    results = evaluate(model, token_ids, rows, settings)
+    table = TableSettings(dtype=dtype, group_size=args.group_size, window=args.window,
+                          pool_size=args.pool_size, extra_pool_size=args.extra_pool_size)
+    evaluator = Evaluator(model, corpus_token_ids(tokenizer, args.num_tokens), settings)
+    results = run_table(evaluator, table)
+    cfg = model.config
     title = (f"{cfg.name_or_path or 'model'}: {args.num_tokens} tokens of pydoc topics, "
              f"prefill {args.prefill}, G={args.group_size}")
     print_table(results, title)

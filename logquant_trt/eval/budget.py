@@ -19,9 +19,13 @@ def fp16_bytes_per_token(layers: int, kv_heads: int, head_dim: int) -> float:
 
 
 def predicted_bytes_per_token(config: LogQuantConfig, length: int, prefill_len: int,
-                              layers: int, kv_heads: int, head_dim: int) -> float:
-    """Storage after prefill_len tokens of prefill and decode up to `length`,
-    assuming every outlier pool (and extra pool) is full."""
+                              layers: int, kv_heads: int, head_dim: int,
+                              pool_tokens: float | None = None) -> float:
+    """Storage after prefill_len tokens of prefill and decode up to `length`.
+
+    Outlier pools depend on the data: `pool_tokens` is their mean occupancy per
+    (layer with a pool, head), full (pool + extra pool) when None.
+    """
     if not config.quantized:
         return fp16_bytes_per_token(layers, kv_heads, head_dim)
     retention = LayerRetention(config.replace(pool_size=0), layer_idx=0, batch=1, heads=1)
@@ -37,18 +41,20 @@ def predicted_bytes_per_token(config: LogQuantConfig, length: int, prefill_len: 
     positional = {p for p in retention.retained(0, 0) if p < sealed * g}
     total = 0.0
     for layer in range(layers):
-        pool = min(config.pool_size_for_layer(layer) + (config.extra_pool_size
-                   if config.pool_size_for_layer(layer) else 0), sealed * g)
+        pool_size = config.pool_size_for_layer(layer)
+        full = pool_size + config.extra_pool_size if pool_size else 0
+        pool = min(full if pool_tokens is None or not pool_size else pool_tokens, sealed * g)
         total += kv_heads * (per_head + (len(positional) + pool) * (2 * d * e + 4)) + sealed * 4
     return total / length
 
 
 def match_residual(config: LogQuantConfig, target_bytes_per_token: float, length: int,
-                   prefill_len: int, layers: int, kv_heads: int, head_dim: int) -> LogQuantConfig:
-    """The smallest residual R whose predicted bytes reach the target (bytes grow with R)."""
+                   prefill_len: int, layers: int, kv_heads: int, head_dim: int,
+                   pool_tokens: float | None = None) -> LogQuantConfig:
+    """The residual R whose predicted bytes are closest to the target (bytes grow with R)."""
     def bytes_at(residual: int) -> float:
         return predicted_bytes_per_token(config.replace(residual=residual), length, prefill_len,
-                                         layers, kv_heads, head_dim)
+                                         layers, kv_heads, head_dim, pool_tokens)
 
     low, high = 0, length
     while low < high:
@@ -57,4 +63,6 @@ def match_residual(config: LogQuantConfig, target_bytes_per_token: float, length
             high = mid
         else:
             low = mid + 1
+    if low > 0 and target_bytes_per_token - bytes_at(low - 1) < bytes_at(low) - target_bytes_per_token:
+        low -= 1
     return config.replace(residual=low)

@@ -1,47 +1,60 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The rows of the eval table: every policy, compared at equal KV bytes."""
+"""The eval table: every policy, compared at equal KV bytes per token."""
 
 from __future__ import annotations
 
 import dataclasses
 
+from rich.progress import Progress
+
 from logquant_trt.config import LogQuantConfig
-from logquant_trt.eval.budget import match_residual, predicted_bytes_per_token
-from logquant_trt.eval.run import PolicyRow
+from logquant_trt.eval.budget import match_residual
+from logquant_trt.eval.run import Evaluator, PolicyResult, PolicyRow
+
+DISPLAY_ORDER = ("fp16", "KIVI", "KIVI+sink", "LogQuant", "OTT", "LogQuant+OTT")
 
 
 @dataclasses.dataclass(frozen=True)
-class Geometry:
-    layers: int
-    kv_heads: int
-    head_dim: int
+class TableSettings:
+    dtype: str
+    group_size: int = 32
+    window: int = 32
+    pool_size: int = 3
+    extra_pool_size: int = 32
 
 
-def table_rows(geometry: Geometry, length: int, prefill_len: int, dtype: str,
-               group_size: int = 64, window: int = 64, pool_size: int = 3,
-               extra_pool_size: int = 32) -> list[PolicyRow]:
-    """fp16, KIVI, KIVI+sink, LogQuant, OTT and LogQuant+OTT.
+def run_table(evaluator: Evaluator, table: TableSettings) -> list[PolicyResult]:
+    """fp16, KIVI, KIVI+sink (token 0 pinned), LogQuant, OTT and LogQuant+OTT.
 
-    LogQuant+OTT sets the byte budget; KIVI's and OTT's residual R are chosen to
-    spend at least as many bytes at `length` (docs/kv_format.md §7), so that every
-    other row gets at least the combined policy's memory.
+    LogQuant+OTT runs first and sets the budget: KIVI's and OTT's residual R is the
+    one whose bytes per token at the end of the text come closest to its measured
+    bytes (OTT's pools predicted at LogQuant+OTT's measured occupancy). LogQuant alone
+    keeps the same W and so spends less (it has no pool).
     """
-    base = LogQuantConfig(dtype=dtype, group_size=group_size, window=window, pool_size=pool_size,
-                          extra_pool_size=extra_pool_size)
-    combined = base.replace(policy="logquant_ott")
-    target = predicted_bytes_per_token(combined, length, prefill_len, geometry.layers,
-                                       geometry.kv_heads, geometry.head_dim)
+    base = LogQuantConfig(dtype=table.dtype, group_size=table.group_size, window=table.window,
+                          pool_size=table.pool_size, extra_pool_size=table.extra_pool_size)
+    e, s = evaluator, evaluator.settings
 
-    def matched(config: LogQuantConfig) -> LogQuantConfig:
-        return match_residual(config, target, length, prefill_len, geometry.layers,
-                              geometry.kv_heads, geometry.head_dim)
+    def matched(policy: str, target: float, pool_tokens: float | None) -> LogQuantConfig:
+        return match_residual(base.replace(policy=policy), target, s.num_tokens, s.prefill_len,
+                              e.layers, e.kv_heads, e.head_dim, pool_tokens)
 
-    kivi = matched(base.replace(policy="kivi"))
-    return [
-        PolicyRow("fp16", base.replace(policy="fp16")),
-        PolicyRow(f"KIVI R={kivi.residual}", kivi),
-        PolicyRow(f"KIVI+sink R={kivi.residual}", kivi.replace(sink_tokens=1)),
-        PolicyRow(f"LogQuant W={window}", base.replace(policy="logquant")),
-        PolicyRow(f"OTT R={matched(base.replace(policy='ott')).residual}", matched(base.replace(policy="ott"))),
-        PolicyRow(f"LogQuant+OTT W={window}", combined),
-    ]
+    by_name: dict[str, PolicyResult] = {}
+    with Progress() as progress:
+        task = progress.add_task("eval", total=len(DISPLAY_ORDER))
+
+        def run(name: str, label: str, config: LogQuantConfig) -> PolicyResult:
+            progress.update(task, description=f"eval {label}")
+            by_name[name] = e.run(PolicyRow(label, config))
+            progress.advance(task)
+            return by_name[name]
+
+        run("fp16", "fp16", base.replace(policy="fp16"))
+        combined = run("LogQuant+OTT", f"LogQuant+OTT W={table.window}", base.replace(policy="logquant_ott"))
+        run("LogQuant", f"LogQuant W={table.window}", base.replace(policy="logquant"))
+        kivi = matched("kivi", combined.bytes_per_token, None)
+        run("KIVI", f"KIVI R={kivi.residual}", kivi)
+        run("KIVI+sink", f"KIVI+sink R={kivi.residual}", kivi.replace(sink_tokens=1))
+        ott = matched("ott", combined.bytes_per_token, combined.pool_tokens)
+        run("OTT", f"OTT R={ott.residual}", ott)
+    return [by_name[name] for name in DISPLAY_ORDER]

@@ -23,7 +23,7 @@ def print_table(results: list[PolicyResult], title: str, console: Console | None
         table.add_row(r.name, f"{r.perplexity:.3f}", f"{r.ppl_ratio:.3f}", f"{r.kl_divergence:.4f}",
                       f"{r.top1_agreement:.3f}", f"{r.greedy_match:.2f} ({r.greedy_prefix})",
                       f"{r.bytes_per_token:.0f}", f"{r.compression:.2f}×", f"{r.full_precision_tokens:.0f}")
-    (console or Console()).print(table)
+    (console or Console(width=160)).print(table)
 
 
 def write_json(results: list[PolicyResult], settings: Any, path: Path) -> None:
