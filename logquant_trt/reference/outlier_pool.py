@@ -15,6 +15,31 @@ from __future__ import annotations
 import torch
 
 
+WARP_LANES = 32
+
+
+def key_l1_scores(keys: torch.Tensor) -> torch.Tensor:
+    """[..., D] -> [...]: sum of |k| in fp32, in the kernels' summation order.
+
+    The order is part of the spec (docs/kv_format.md §5.4) so that pool choices
+    match bit for bit: lane l of a warp sums channels [l*D/32, (l+1)*D/32) as a
+    pairwise tree, then a butterfly (xor 16, 8, 4, 2, 1) adds the lanes.
+    """
+    x = keys.float().abs()
+    if x.shape[-1] % WARP_LANES:
+        return x.sum(-1)
+    partial = x.unflatten(-1, (WARP_LANES, -1))
+    while partial.shape[-1] > 1:
+        if partial.shape[-1] % 2:
+            return x.sum(-1)
+        partial = partial[..., 0::2] + partial[..., 1::2]
+    lanes = partial[..., 0]
+    index = torch.arange(WARP_LANES, device=keys.device)
+    for offset in (16, 8, 4, 2, 1):
+        lanes = lanes + lanes[..., index ^ offset]
+    return lanes[..., 0]
+
+
 class OutlierPool:
     def __init__(self, batch: int, heads: int, pool_size: int, extra_pool_size: int) -> None:
         self.k = pool_size
@@ -39,7 +64,7 @@ class OutlierPool:
         Returns:
             bool [B, H, G]: block tokens that entered the pool (left out of min/max).
         """
-        scores = keys.float().abs().sum(-1)
+        scores = key_l1_scores(keys)
         chosen = torch.zeros(candidate.shape, dtype=torch.bool, device=keys.device)
         for b in range(keys.shape[0]):
             for h in range(keys.shape[1]):

@@ -118,7 +118,7 @@ def encode_shadowed(position: int) -> int:
 def _fill_retained_regions(state: LayerKVState, h: int, pos: torch.Tensor,
                            k: torch.Tensor, v: torch.Tensor) -> None:
     regions = state.policy.regions(0, h)
-    copies = state.retained[(0, h)]
+    copies = state.retained.get((0, h), {})
     elsewhere = set(regions["pool"]) | set(regions["extra"])
     offset = 0
     for name, capacity in state.config.retained_regions().items():

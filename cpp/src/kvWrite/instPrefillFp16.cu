@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: Apache-2.0
+// Prefill kernels for the half cache dtype: every D x G x key-axis combination (one unit per family keeps
+// the 2-core CI build parallel and incremental).
+#include "kvWriteLaunch.cuh"
+
+namespace logquant::kernel
+{
+
+#define LOGQUANT_INSTANTIATE(T, kD, kG, kAXIS)                                                                         \
+    template void launchPrefillTyped<T, kD, kG, kAXIS>(                                                                 \
+        QuantizePrefillParams const&, cudaStream_t);
+LOGQUANT_KV_WRITE_COMBINATIONS(LOGQUANT_INSTANTIATE, half)
+#undef LOGQUANT_INSTANTIATE
+
+} // namespace logquant::kernel

@@ -1,0 +1,9 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Custom ops backed by the CUDA kernels of cpp/ (liblogquant_kernels.so, built by `make kernels`).
+
+Importing this package needs no GPU and no compiled library; the library is loaded on first use.
+"""
+
+from logquant_trt.ops.kv_write import append_decode, quantize_prefill
+
+__all__ = ["append_decode", "quantize_prefill"]
