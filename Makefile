@@ -27,7 +27,7 @@ demo: venv model
 	$(VENV)/bin/logquant-trt demo
 
 # CPU test suite (the tier .ci/run runs).
-test: venv model
+test: venv model plugin
 	$(VENV)/bin/python -m pytest -q tests
 
 # Remove build outputs and caches, keeping the venv and the downloaded model (build/cache).
@@ -38,3 +38,16 @@ clean:
 # Also remove the venv and the model cache.
 distclean: clean
 	rm -rf $(VENV) build
+
+# CUDA kernels (cpp/) -> build/cpp/liblogquant_kernels.so + liblogquant_kernels_static.a; archs: LOGQUANT_CUDA_ARCHS.
+KERNELS_GENERATOR ?= $(if $(shell command -v ninja),Ninja,Unix Makefiles)
+.PHONY: kernels
+kernels:
+	cmake -S cpp -B build/cpp -G "$(KERNELS_GENERATOR)" -DCMAKE_BUILD_TYPE=Release
+	cmake --build build/cpp -j2
+
+# TensorRT plugin (plugins/) and its tests/plugins harness -> build/plugins/liblogquant_trt_plugin.so; TENSORRT_ROOT optional.
+.PHONY: plugin
+plugin:
+	cmake -S plugins -B build/plugins -G "$(KERNELS_GENERATOR)" -DCMAKE_BUILD_TYPE=Release -DLOGQUANT_WHEEL_CACHE=$(CURDIR)/build/cache/wheels
+	cmake --build build/plugins -j2

@@ -1,0 +1,1142 @@
+// SPDX-License-Identifier: Apache-2.0
+// Fused split-K decode attention over the mixed 2-bit cache (docs/kv_format.md §6). Device code only; the host
+// side is cpp/src/attention/decodeAttention.cu.
+//
+// Design (NOTE(k1)):
+// - Work: one CTA of 4 warps per (sequence b, KV head h, query tile qt, split). A query tile is up to 8 query rows
+//   (row = token * r + head-in-group), so one read of a KV head serves all r query heads of its group: the rows
+//   are the N = 8 columns of every mma. Each warp owns a slice of the split's sealed blocks and, interleaved over
+//   all warps of (b, h, qt), a few 16-token tiles of the full-precision segments (retained buffer, tail ring).
+// - Sealed blocks stream through a per-warp cp.async pipeline (no CTA barrier in the hot loop). Scores are
+//   computed transposed, S^T = K . Q^T (M = 16 tokens, N = 8 query rows), so the 2-bit key codes are the A
+//   operand straight from ldmatrix.trans of the [D][G/4] code rows, and the per-channel key scale is folded into
+//   the query: q'_d = q_d * scale_d per block, plus a per-block bias sum_d q_d * min_d (one mma chain). Values are
+//   handled the same way transposed: O^T = V^T . P'^T with the per-token value scale folded into P' (one B
+//   fragment per channel group) and sum_t p_t * min_t accumulated in fp32. movmatrix turns the score accumulator
+//   into the B operand of the value product without shared memory. codeFragments.cuh turns codes into operands.
+// - The full-precision segments use the same online softmax; their operands are plain ldmatrix of the tiles.
+// - Merge: the 8 partial results of a CTA (2 per warp) are merged in shared memory; with several splits, each CTA
+//   writes (O, max, sum) to the workspace and the last CTA of (b, h, qt) (atomic counter, which it resets) merges
+//   them into the output. One launch, no host sync: lengths are read on the device.
+//
+// Token order inside a 64-token tile (fixed by the code packing): lane (g, i) owns tokens 8g .. 8g+7; row g of
+// score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
+//
+// Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 78.9 us = 4.5x torch SDPA
+// (355 us), 71% of copy on the bytes read; B=8 L=128k 256 us = 5.4x, 87%; B=64 L=16k 301 us = 4.6x, 75%.
+// The hot loop is ~960 instructions per 64 tokens and streams at ~95% of copy bandwidth (32k vs 128k fit); what
+// separates B=8 L=32k from 85% is ~19 us of fixed start/end latency (launch, first page round trips, the
+// unpipelined full-precision tiles, the split-K merge). Four CTAs/SM with two stages measured 4% slower.
+#pragma once
+
+#include "logquant/attention/codeFragments.cuh"
+#include "logquant/attention/decodeKernelParams.cuh"
+#include "logquant/attention/warpMma.cuh"
+#include "logquant/kvCacheView.h"
+#include "logquant/kvFormat.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace logquant::kernel::attention
+{
+
+constexpr float kNEG_INF = -__builtin_huge_valf();
+
+//! Shared-memory layout and shapes of one instantiation.
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+struct DecodeTraits
+{
+    static constexpr bool kCHANNEL_KEYS = kAXIS == KeyAxis::kCHANNEL;
+    static constexpr int32_t kBLOCKS_PER_UNIT = kG == 32 ? 2 : 1; //!< a pipeline unit covers >= 64 tokens
+    static constexpr int32_t kUNIT_TOKENS = kG * kBLOCKS_PER_UNIT;
+    static constexpr int32_t kSUB_TILES = kUNIT_TOKENS / kTILE_TOKENS;
+    static constexpr int32_t kC = kG < kD ? kG : kD;     //!< channels per per-token group
+    static constexpr int32_t kGROUPS = kD / kC;          //!< per-token groups per token
+    static constexpr int32_t kCHUNKS = kD / 64;          //!< 16-byte chunks of a code row (64 channels each)
+    static constexpr int32_t kKSTEPS = kD / 16;          //!< mma k-steps over the channels
+
+    static constexpr int32_t kCODE_BYTES = kUNIT_TOKENS * kD / 4;
+    static constexpr int32_t kKPARAM_BYTES
+        = kCHANNEL_KEYS ? kBLOCKS_PER_UNIT * kD * 4 : kUNIT_TOKENS * kGROUPS * 4;
+    static constexpr int32_t kVPARAM_BYTES = kUNIT_TOKENS * kGROUPS * 4;
+    static constexpr int32_t kK_CODES = 0;
+    static constexpr int32_t kV_CODES = kK_CODES + kCODE_BYTES;
+    static constexpr int32_t kK_PARAMS = kV_CODES + kCODE_BYTES;
+    static constexpr int32_t kV_PARAMS = kK_PARAMS + kKPARAM_BYTES;
+    static constexpr int32_t kMASK = kV_PARAMS + kVPARAM_BYTES;
+    static constexpr int32_t kSTAGE_BYTES = kMASK + 16;
+    static constexpr int32_t kSTAGES = kG == 128 ? 2 : 3;
+
+    static constexpr int32_t kFP_ROW_UNITS = kD / 8; //!< 16-byte units of a full-precision row
+    static constexpr int32_t kFP_TILE_BYTES = kFP_TILE_TOKENS * kD * 2; //!< one of K, V
+    static constexpr int32_t kPIECE_BYTES = kQUERY_TILE * (kD + 2) * 4; //!< O [8][D] then (max, sum) [8][2]
+
+    static constexpr int32_t maxOf(int32_t a, int32_t b)
+    {
+        return a > b ? a : b;
+    }
+
+    // Per warp: the quantized pipeline; later piece 0 (sealed blocks' result) + one full-precision stage (K, V);
+    // at the end pieces 0 and 1.
+    static constexpr int32_t kWARP_BYTES
+        = (maxOf(kSTAGES * kSTAGE_BYTES, kPIECE_BYTES + 2 * kFP_TILE_BYTES) + 127) / 128 * 128;
+    static constexpr int32_t kSMEM_BYTES = kWARPS * kWARP_BYTES;
+    //! Three CTAs (12 warps) per SM: a register cap of 168. NOTE(k1): four CTAs with two stages measured 4%
+    //! slower on the H100 (B=8, L=32k), the cap of 128 registers spilling in the hot loop.
+    static constexpr int32_t kMIN_CTAS = 3;
+
+    static_assert(kSTAGE_BYTES % 16 == 0 && kPIECE_BYTES % 16 == 0, "16-byte aligned regions");
+    static_assert((kMAX_SPLITS + kWARPS * kD) * kQUERY_TILE * 4 <= kSMEM_BYTES, "final merge scratch fits");
+};
+
+//! 16-byte unit of token row t, chunk c, in a swizzled code or value tile: rows read 8 at a time with a stride of
+//! 8 tokens land in 8 different bank quads.
+template <int32_t kCHUNKS>
+__device__ __forceinline__ int32_t swizzledRowUnit(int32_t t, int32_t c)
+{
+    return (t * kCHUNKS + c) ^ ((t >> 3) & 7);
+}
+
+//! Same for full-precision tiles (16 rows of kUNITS 16-byte units, read 8 consecutive rows at a time).
+template <int32_t kUNITS>
+__device__ __forceinline__ int32_t fpUnit(int32_t row, int32_t unit)
+{
+    return row * kUNITS + (unit ^ (row & 7));
+}
+
+__device__ __forceinline__ float shflXor(float x, int32_t mask)
+{
+    return __shfl_xor_sync(0xffffffffu, x, mask);
+}
+
+//! Online softmax over kM score m-tiles (lane: rows g, g+8 x columns 2i, 2i+1 of each). Scores are in the exp2
+//! domain and -inf where hidden; turns them into probabilities relative to the running max m and returns the
+//! factor by which earlier accumulators must be rescaled. l is this lane's partial row sum.
+template <int32_t kM>
+__device__ __forceinline__ void onlineSoftmax(float (&s)[kM][4], float (&m)[2], float (&l)[2], float (&alpha)[2])
+{
+    float tileMax[2] = {kNEG_INF, kNEG_INF};
+#pragma unroll
+    for (int32_t mu = 0; mu < kM; ++mu)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            tileMax[e & 1] = fmaxf(tileMax[e & 1], s[mu][e]);
+        }
+    }
+    float base[2];
+#pragma unroll
+    for (int32_t c = 0; c < 2; ++c)
+    {
+        // Lanes 4g + i with equal i hold the same column.
+        tileMax[c] = fmaxf(tileMax[c], shflXor(tileMax[c], 4));
+        tileMax[c] = fmaxf(tileMax[c], shflXor(tileMax[c], 8));
+        tileMax[c] = fmaxf(tileMax[c], shflXor(tileMax[c], 16));
+        float const mNew = fmaxf(m[c], tileMax[c]);
+        // A column with nothing visible yet keeps max -inf; subtract 0 instead so that exp2 sees no (-inf) - (-inf).
+        base[c] = mNew == kNEG_INF ? 0.0F : mNew;
+        alpha[c] = fastExp2(m[c] - base[c]);
+        m[c] = mNew;
+        l[c] *= alpha[c];
+    }
+#pragma unroll
+    for (int32_t mu = 0; mu < kM; ++mu)
+    {
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            s[mu][e] = fastExp2(s[mu][e] - base[e & 1]);
+            l[e & 1] += s[mu][e];
+        }
+    }
+}
+
+//! The per-warp running state of one piece (sealed blocks, or full-precision segments).
+template <int32_t kOUT>
+struct PieceState
+{
+    float o[kOUT][4]; //!< O^T accumulator m-tiles (channel order depends on the piece)
+    float m[2];
+    float l[2];
+
+    __device__ __forceinline__ void reset()
+    {
+#pragma unroll
+        for (int32_t t = 0; t < kOUT; ++t)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                o[t][e] = 0.0F;
+            }
+        }
+        m[0] = m[1] = kNEG_INF;
+        l[0] = l[1] = 0.0F;
+    }
+
+    __device__ __forceinline__ void rescale(float const (&alpha)[2])
+    {
+#pragma unroll
+        for (int32_t t = 0; t < kOUT; ++t)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                o[t][e] *= alpha[e & 1];
+            }
+        }
+    }
+
+    //! Sums l over the 8 lanes of each column; call once, at the end.
+    __device__ __forceinline__ void reduceSum()
+    {
+#pragma unroll
+        for (int32_t c = 0; c < 2; ++c)
+        {
+            l[c] += shflXor(l[c], 4);
+            l[c] += shflXor(l[c], 8);
+            l[c] += shflXor(l[c], 16);
+        }
+    }
+};
+
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+class DecodeWarp
+{
+public:
+    using Traits = DecodeTraits<T, kD, kG, kAXIS>;
+    static constexpr int32_t kCHUNKS = Traits::kCHUNKS;
+    static constexpr int32_t kGROUPS = Traits::kGROUPS;
+    static constexpr int32_t kKSTEPS = Traits::kKSTEPS;
+    static constexpr int32_t kBPU = Traits::kBLOCKS_PER_UNIT;
+    static constexpr int32_t kSTAGES = Traits::kSTAGES;
+
+    __device__ __forceinline__ DecodeWarp(DecodeKernelParams const& p, uint8_t* smem)
+        : mP(p)
+        , mSmem(smem)
+    {
+        KvGeometry const& geo = p.cache.geometry;
+        mLane = static_cast<int32_t>(threadIdx.x) & 31;
+        mWarp = static_cast<int32_t>(threadIdx.x) >> 5;
+        mG = mLane >> 2;
+        mI = mLane & 3;
+        mSplit = static_cast<int32_t>(blockIdx.x);
+        mHead = static_cast<int32_t>(blockIdx.y) / p.queryTiles;
+        mQueryTile = static_cast<int32_t>(blockIdx.y) % p.queryTiles;
+        mBatch = static_cast<int32_t>(blockIdx.z);
+        mSeqHead = mBatch * geo.numKvHeads + mHead;
+        // Never trust lengths for addressing: clamp them to what the tensors can hold.
+        mSeqLen = max(p.cache.seqLen[mBatch], 0);
+        mNumSealed = min(max(p.cache.numSealed[mBatch], 0), geo.maxBlocksPerSeq);
+        int32_t const sealedLen = mNumSealed * kG;
+        mTailStart = max(sealedLen, mSeqLen - geo.tailCapacity);
+        mTailLen = max(mSeqLen - mTailStart, 0);
+        mRowsValid = min(kQUERY_TILE, p.groupRatio * p.numQueries - kQUERY_TILE * mQueryTile);
+        loadQuery();
+    }
+
+    //! Runs both pieces and leaves them in this warp's shared memory (piece 0: sealed blocks, 1: the rest).
+    __device__ __forceinline__ void run()
+    {
+        runSealed();
+        runFullPrecision();
+    }
+
+private:
+    // ---------------------------------------------------------------------------------------------- queries
+
+    __device__ __forceinline__ void loadQuery()
+    {
+        int32_t const row = kQUERY_TILE * mQueryTile + mG; // this lane's B column
+        bool const valid = mG < mRowsValid;
+        int32_t const head = mHead * mP.groupRatio + (valid ? row % mP.groupRatio : 0);
+        int32_t const token = valid ? row / mP.groupRatio : 0;
+        auto const* q = static_cast<uint16_t const*>(mP.q)
+            + ((static_cast<int64_t>(mBatch) * mP.numQueryHeads + head) * mP.numQueries + token) * kD;
+        auto const* q32 = reinterpret_cast<uint32_t const*>(q);
+#pragma unroll
+        for (int32_t k = 0; k < kKSTEPS; ++k)
+        {
+#pragma unroll
+            for (int32_t h = 0; h < 2; ++h)
+            {
+                // k-slots 2i, 2i+1 (+8) of k-step k are channels 16k + 2i, 2i+1 (+8).
+                mQuery[k][h] = valid ? q32[(16 * k + 8 * h + 2 * mI) / 2] : 0u;
+            }
+        }
+        if constexpr (!Traits::kCHANNEL_KEYS)
+        {
+            // Token-axis key codes pair channels (16i + s, 16i + 8 + s) of a 64-channel chunk.
+#pragma unroll
+            for (int32_t c = 0; c < kCHUNKS; ++c)
+            {
+#pragma unroll
+                for (int32_t s = 0; s < 4; ++s)
+                {
+#pragma unroll
+                    for (int32_t h = 0; h < 2; ++h)
+                    {
+                        int32_t const ch = 64 * c + 16 * mI + s + 4 * h;
+                        uint32_t const lo = valid ? q[ch] : 0u;
+                        uint32_t const hi = valid ? q[ch + 8] : 0u;
+                        mQueryTok[c][s][h] = lo | (hi << 16);
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------- sealed blocks
+
+    //! Page of block n of this sequence, or -1 when it does not exist (never read out of bounds).
+    __device__ __forceinline__ int32_t pageOf(int32_t n) const
+    {
+        KvGeometry const& geo = mP.cache.geometry;
+        if (n >= mNumSealed)
+        {
+            return -1;
+        }
+        int32_t const page = mP.cache.blockTable[static_cast<int64_t>(mBatch) * geo.maxBlocksPerSeq + n];
+        return page >= 0 && page < geo.numPages ? page : -1;
+    }
+
+    __device__ __forceinline__ void issueUnit(uint8_t* stage, int32_t const (&pages)[kBPU])
+    {
+        KvGeometry const& geo = mP.cache.geometry;
+        auto const* kCodes = mP.cache.kCodes;
+        auto const* vCodes = mP.cache.vCodes;
+        auto const* kParams = static_cast<uint8_t const*>(mP.cache.kParams);
+        auto const* vParams = static_cast<uint8_t const*>(mP.cache.vParams);
+        auto const* dupMask = reinterpret_cast<uint8_t const*>(mP.cache.dupMask);
+#pragma unroll
+        for (int32_t j = 0; j < kBPU; ++j)
+        {
+            bool const valid = pages[j] >= 0;
+            int64_t const pageHead = static_cast<int64_t>(valid ? pages[j] : 0) * geo.numKvHeads + mHead;
+            int64_t const codeBase = pageHead * (kG * kD / 4);
+            // Per-token rows (values; keys on the token axis): G rows of D/4 bytes, swizzled by token.
+            auto copyTokenRows = [&](uint8_t* dst, uint8_t const* src) {
+#pragma unroll
+                for (int32_t q = mLane; q < kG * kCHUNKS; q += 32)
+                {
+                    int32_t const t = q / kCHUNKS;
+                    int32_t const c = q % kCHUNKS;
+                    cpAsync16(dst + 16 * swizzledRowUnit<kCHUNKS>(j * kG + t, c), src + codeBase + 16 * q, valid);
+                }
+            };
+            copyTokenRows(stage + Traits::kV_CODES, vCodes);
+            if constexpr (Traits::kCHANNEL_KEYS)
+            {
+                // Rows (h, d) of G/4 bytes = G tokens of channel d. Shared memory holds, per 64-token sub-tile,
+                // D rows of 16 bytes; with G = 32 the two blocks of a unit fill the halves of each row.
+                uint8_t* dst = stage + Traits::kK_CODES;
+                if constexpr (kG == 32)
+                {
+#pragma unroll
+                    for (int32_t d = mLane; d < kD; d += 32)
+                    {
+                        cpAsyncSmall<8>(dst + 16 * d + 8 * j, kCodes + codeBase + 8 * d, valid);
+                    }
+                }
+                else
+                {
+#pragma unroll
+                    for (int32_t q = mLane; q < kD * kG / 64; q += 32)
+                    {
+                        int32_t const d = q / (kG / 64);
+                        int32_t const sub = q % (kG / 64);
+                        cpAsync16(dst + sub * kD * 16 + 16 * d, kCodes + codeBase + 16 * q, valid);
+                    }
+                }
+#pragma unroll
+                for (int32_t q = mLane; q < kD / 4; q += 32)
+                {
+                    cpAsync16(stage + Traits::kK_PARAMS + j * kD * 4 + 16 * q, kParams + pageHead * kD * 4 + 16 * q,
+                        valid);
+                }
+            }
+            else
+            {
+                copyTokenRows(stage + Traits::kK_CODES, kCodes);
+#pragma unroll
+                for (int32_t q = mLane; q < kG * kGROUPS / 4; q += 32)
+                {
+                    cpAsync16(stage + Traits::kK_PARAMS + j * kG * kGROUPS * 4 + 16 * q,
+                        kParams + pageHead * kG * kGROUPS * 4 + 16 * q, valid);
+                }
+            }
+#pragma unroll
+            for (int32_t q = mLane; q < kG * kGROUPS / 4; q += 32)
+            {
+                cpAsync16(stage + Traits::kV_PARAMS + j * kG * kGROUPS * 4 + 16 * q,
+                    vParams + pageHead * kG * kGROUPS * 4 + 16 * q, valid);
+            }
+            // dup_mask: G/8 bytes. A block that does not exist is all masked, so it contributes nothing.
+            uint8_t* maskDst = stage + Traits::kMASK + j * (kG / 8);
+            if (mLane == 0)
+            {
+                uint8_t const* src = dupMask + pageHead * (kG / 8);
+                if (!valid)
+                {
+#pragma unroll
+                    for (int32_t w = 0; w < kG / 32; ++w)
+                    {
+                        reinterpret_cast<uint32_t*>(maskDst)[w] = 0xffffffffu;
+                    }
+                }
+                else if constexpr (kG == 128)
+                {
+                    cpAsync16(maskDst, src, true);
+                }
+                else
+                {
+                    cpAsyncSmall<kG / 8>(maskDst, src, true);
+                }
+            }
+        }
+    }
+
+    __device__ __forceinline__ void runSealed()
+    {
+        PieceState<kCHUNKS * 4> st;
+        st.reset();
+        float pm[kGROUPS][2]; // sum_t p_t * min_t per value group and column
+#pragma unroll
+        for (int32_t gr = 0; gr < kGROUPS; ++gr)
+        {
+            pm[gr][0] = pm[gr][1] = 0.0F;
+        }
+
+        int32_t const numUnits = (mNumSealed + kBPU - 1) / kBPU;
+        int32_t const begin = mSplit * mP.unitsPerSplit + mWarp;
+        int32_t const end = min(numUnits, (mSplit + 1) * mP.unitsPerSplit);
+        int32_t const count = begin < end ? (end - begin + kWARPS - 1) / kWARPS : 0;
+        uint8_t* stages = mSmem;
+
+        // Page ids are loaded one unit ahead of their copies so their latency hides behind a stage of compute;
+        // the prologue's are loaded together, so the first copies wait for one round trip, not kSTAGES.
+        int32_t pages[kBPU];
+        auto loadPages = [&](int32_t k) {
+#pragma unroll
+            for (int32_t j = 0; j < kBPU; ++j)
+            {
+                pages[j] = k < count ? pageOf((begin + k * kWARPS) * kBPU + j) : -1;
+            }
+        };
+        int32_t prologuePages[kSTAGES][kBPU];
+#pragma unroll
+        for (int32_t k = 0; k < kSTAGES; ++k)
+        {
+#pragma unroll
+            for (int32_t j = 0; j < kBPU; ++j)
+            {
+                prologuePages[k][j] = k < count ? pageOf((begin + k * kWARPS) * kBPU + j) : -1;
+            }
+        }
+#pragma unroll
+        for (int32_t k = 0; k < kSTAGES - 1; ++k)
+        {
+            if (k < count)
+            {
+                issueUnit(stages + k * Traits::kSTAGE_BYTES, prologuePages[k]);
+            }
+            cpAsyncCommit();
+        }
+#pragma unroll
+        for (int32_t j = 0; j < kBPU; ++j)
+        {
+            pages[j] = prologuePages[kSTAGES - 1][j];
+        }
+        for (int32_t k = 0; k < count; ++k)
+        {
+            int32_t const ahead = k + kSTAGES - 1;
+            if (ahead < count)
+            {
+                issueUnit(stages + (ahead % kSTAGES) * Traits::kSTAGE_BYTES, pages);
+            }
+            cpAsyncCommit();
+            loadPages(ahead + 1);
+            cpAsyncWait<kSTAGES - 1>();
+            __syncwarp();
+            computeUnit(stages + (k % kSTAGES) * Traits::kSTAGE_BYTES, st, pm);
+            __syncwarp(); // every lane is done with this stage before it is refilled
+        }
+        cpAsyncWait<0>();
+        __syncwarp();
+
+        // O = O^T accumulator / code unit + sum p * min, per channel; rows g and g+8 of m-tile (c, s) are channels
+        // 64c + 8g + s and 64c + 8g + s + 4 (value-code positions s and s + 4).
+        st.reduceSum();
+#pragma unroll
+        for (int32_t gr = 0; gr < kGROUPS; ++gr)
+        {
+#pragma unroll
+            for (int32_t c = 0; c < 2; ++c)
+            {
+                pm[gr][c] += shflXor(pm[gr][c], 4);
+                pm[gr][c] += shflXor(pm[gr][c], 8);
+                pm[gr][c] += shflXor(pm[gr][c], 16);
+            }
+        }
+        float* piece = reinterpret_cast<float*>(mSmem);
+#pragma unroll
+        for (int32_t c = 0; c < kCHUNKS; ++c)
+        {
+#pragma unroll
+            for (int32_t s = 0; s < 4; ++s)
+            {
+#pragma unroll
+                for (int32_t e = 0; e < 4; ++e)
+                {
+                    int32_t const pos = s + 4 * (e >> 1);
+                    // Group of channel 64c + 8g + pos, selected without a run-time register index.
+                    float const minSum = Traits::kC == 32
+                        ? (mG >= 4 ? pm[(2 * c + 1) % kGROUPS][e & 1] : pm[(2 * c) % kGROUPS][e & 1])
+                        : pm[c * 64 / Traits::kC][e & 1];
+                    float const value = st.o[4 * c + s][e] * (1.0F / CodeOperand<T>::unit(pos)) + minSum;
+                    piece[(2 * mI + (e & 1)) * kD + 64 * c + 8 * mG + pos] = value;
+                }
+            }
+        }
+        writeStats(piece, st.m, st.l);
+    }
+
+    //! Q' = q * key scale (pairs of T) and the exp2-domain bias scale * sum_d q_d * min_d of block j of a stage.
+    __device__ __forceinline__ void foldKeyParams(uint8_t const* stage, int32_t j)
+    {
+        float acc[4] = {0.0F, 0.0F, 0.0F, 0.0F};
+        uint8_t const* kp = stage + Traits::kK_PARAMS + j * kD * 4;
+#pragma unroll
+        for (int32_t k = 0; k < kKSTEPS; ++k)
+        {
+            uint32_t mins[2];
+#pragma unroll
+            for (int32_t h = 0; h < 2; ++h)
+            {
+                // (scale, min) of channels 2i and 2i+1 of the half k-step: 8 contiguous bytes.
+                uint2 const w = *reinterpret_cast<uint2 const*>(kp + (16 * k + 8 * h + 2 * mI) * 4);
+                mQueryScaled[j][k][h] = mulPair<T>(mQuery[k][h], prmt(w.x, w.y, 0x5410));
+                mins[h] = prmt(w.x, w.y, 0x7632);
+            }
+            // Every row of A is the min vector, so every row of the product is the bias.
+            uint32_t const a[4] = {mins[0], mins[0], mins[1], mins[1]};
+            mma16816<T>(acc, a, mQuery[k][0], mQuery[k][1]);
+        }
+        mBias[j][0] = acc[0] * mP.scaleLog2;
+        mBias[j][1] = acc[1] * mP.scaleLog2;
+    }
+
+    //! Scores S^T of one 64-token sub-tile with channel-axis keys: 4 m-tiles x (2 rows x 2 columns) per lane.
+    __device__ __forceinline__ void scoresChannelKeys(uint8_t const* stage, int32_t sub, float (&s)[4][4])
+    {
+        float acc[kBPU][4][4];
+#pragma unroll
+        for (int32_t j = 0; j < kBPU; ++j)
+        {
+#pragma unroll
+            for (int32_t mu = 0; mu < 4; ++mu)
+            {
+#pragma unroll
+                for (int32_t e = 0; e < 4; ++e)
+                {
+                    acc[j][mu][e] = 0.0F;
+                }
+            }
+        }
+        uint32_t const rows = smemAddress(stage + Traits::kK_CODES + sub * kD * 16);
+#pragma unroll
+        for (int32_t kp = 0; kp < kD / 32; ++kp)
+        {
+            // Matrices: channels 32kp + 0..7, 8..15 (k-step 2kp), 16..23, 24..31 (k-step 2kp+1); lane = row.
+            uint32_t codes[4];
+            ldmatrixX4Trans(codes, rows + (32 * kp + mLane) * 16);
+#pragma unroll
+            for (int32_t kk = 0; kk < 2; ++kk)
+            {
+                uint32_t lo[8];
+                uint32_t hi[8];
+                CodeOperand<T>::expand(codes[2 * kk], lo);
+                CodeOperand<T>::expand(codes[2 * kk + 1], hi);
+#pragma unroll
+                for (int32_t mu = 0; mu < 4; ++mu)
+                {
+                    uint32_t const a[4] = {lo[mu], lo[mu + 4], hi[mu], hi[mu + 4]};
+#pragma unroll
+                    for (int32_t j = 0; j < kBPU; ++j)
+                    {
+                        mma16816<T>(acc[j][mu], a, mQueryScaled[j][2 * kp + kk][0], mQueryScaled[j][2 * kp + kk][1]);
+                    }
+                }
+            }
+        }
+        // With G = 32, tokens 0..31 of the tile (lanes g < 4) are block 0 and the rest block 1.
+        bool const second = kBPU == 2 && mG >= 4;
+#pragma unroll
+        for (int32_t mu = 0; mu < 4; ++mu)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                float const raw = second ? acc[kBPU - 1][mu][e] : acc[0][mu][e];
+                float const bias = second ? mBias[kBPU - 1][e & 1] : mBias[0][e & 1];
+                // Undo the code unit of the row's position, then scale into the exp2 domain.
+                s[mu][e] = fmaf(raw * (1.0F / CodeOperand<T>::unit(mu + 4 * (e >> 1))), mP.scaleLog2, bias);
+            }
+        }
+    }
+
+    //! Scores with token-axis keys: dequantized per the spec into A fragments, times the plain query.
+    __device__ __forceinline__ void scoresTokenKeys(uint8_t const* stage, int32_t sub, float (&s)[4][4])
+    {
+        uint32_t const rows = smemAddress(stage + Traits::kK_CODES);
+        uint8_t const* kp = stage + Traits::kK_PARAMS;
+#pragma unroll
+        for (int32_t mu = 0; mu < 4; ++mu)
+        {
+            float acc[4] = {0.0F, 0.0F, 0.0F, 0.0F};
+            // Matrix m: tokens 8r + mu (+4 if m odd) of chunk m / 2; lane (g, i) gets codes of channels
+            // 64c + 16i .. 16i+15 of tokens 8g + mu (A) and 8g + mu + 4 (B).
+            uint32_t codes[4];
+            int32_t const m = mLane >> 3;
+            int32_t const token = kTILE_TOKENS * sub + 8 * (mLane & 7) + mu + 4 * (m & 1);
+            uint32_t const address = rows + 16 * swizzledRowUnit<kCHUNKS>(token, (m >> 1) % kCHUNKS);
+            if constexpr (kCHUNKS == 2)
+            {
+                ldmatrixX4(codes, address);
+            }
+            else
+            {
+                uint32_t two[2];
+                ldmatrixX2(two, address);
+                codes[0] = two[0];
+                codes[1] = two[1];
+            }
+            int32_t const tokenA = kTILE_TOKENS * sub + 8 * mG + mu;
+#pragma unroll
+            for (int32_t c = 0; c < kCHUNKS; ++c)
+            {
+                int32_t const group = (64 * c + 16 * mI) / Traits::kC;
+                uint32_t const wa = *reinterpret_cast<uint32_t const*>(kp + (tokenA * kGROUPS + group) * 4);
+                uint32_t const wb = *reinterpret_cast<uint32_t const*>(kp + ((tokenA + 4) * kGROUPS + group) * 4);
+                uint32_t const scA = prmt(wa, wa, 0x1010);
+                uint32_t const mnA = prmt(wa, wa, 0x3232);
+                uint32_t const scB = prmt(wb, wb, 0x1010);
+                uint32_t const mnB = prmt(wb, wb, 0x3232);
+#pragma unroll
+                for (int32_t sg = 0; sg < 4; ++sg)
+                {
+                    uint32_t const a[4] = {dequantPair<T>(codes[2 * c], sg, scA, mnA),
+                        dequantPair<T>(codes[2 * c + 1], sg, scB, mnB), dequantPair<T>(codes[2 * c], sg + 4, scA, mnA),
+                        dequantPair<T>(codes[2 * c + 1], sg + 4, scB, mnB)};
+                    mma16816<T>(acc, a, mQueryTok[c][sg][0], mQueryTok[c][sg][1]);
+                }
+            }
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                s[mu][e] = acc[e] * mP.scaleLog2;
+            }
+        }
+    }
+
+    __device__ __forceinline__ void computeUnit(uint8_t const* stage, PieceState<kCHUNKS * 4>& st,
+        float (&pm)[kGROUPS][2])
+    {
+        if constexpr (Traits::kCHANNEL_KEYS)
+        {
+#pragma unroll
+            for (int32_t j = 0; j < kBPU; ++j)
+            {
+                foldKeyParams(stage, j);
+            }
+        }
+        uint32_t const* maskWords = reinterpret_cast<uint32_t const*>(stage + Traits::kMASK);
+#pragma unroll
+        for (int32_t sub = 0; sub < Traits::kSUB_TILES; ++sub)
+        {
+            float s[4][4];
+            if constexpr (Traits::kCHANNEL_KEYS)
+            {
+                scoresChannelKeys(stage, sub, s);
+            }
+            else
+            {
+                scoresTokenKeys(stage, sub, s);
+            }
+            // dup_mask bits of this lane's tokens 8g .. 8g+7: one byte; bit mu is row g, bit mu + 4 row g + 8.
+            uint32_t const maskByte = (maskWords[2 * sub + (mG >> 2)] >> (8 * (mG & 3))) & 0xffu;
+            if (maskByte != 0) // dup bits are rare: most lanes skip the 16 selects
+            {
+#pragma unroll
+                for (int32_t mu = 0; mu < 4; ++mu)
+                {
+#pragma unroll
+                    for (int32_t e = 0; e < 4; ++e)
+                    {
+                        if ((maskByte >> (mu + 4 * (e >> 1))) & 1u)
+                        {
+                            s[mu][e] = kNEG_INF;
+                        }
+                    }
+                }
+            }
+            float alpha[2];
+            onlineSoftmax<4>(s, st.m, st.l, alpha);
+            st.rescale(alpha);
+#pragma unroll
+            for (int32_t gr = 0; gr < kGROUPS; ++gr)
+            {
+                pm[gr][0] *= alpha[0];
+                pm[gr][1] *= alpha[1];
+            }
+            accumulateValues(stage, sub, s, st, pm);
+        }
+    }
+
+    //! O^T += V^T . P'^T for one 64-token sub-tile; P' = p * value scale per (token, group).
+    __device__ __forceinline__ void accumulateValues(uint8_t const* stage, int32_t sub, float const (&p)[4][4],
+        PieceState<kCHUNKS * 4>& st, float (&pm)[kGROUPS][2])
+    {
+        uint8_t const* vp = stage + Traits::kV_PARAMS;
+        uint32_t const rows = smemAddress(stage + Traits::kV_CODES);
+#pragma unroll
+        for (int32_t mu = 0; mu < 4; ++mu)
+        {
+            int32_t const tokenA = kTILE_TOKENS * sub + 8 * mG + mu; // row g of m-tile mu; row g+8 is tokenA + 4
+            uint32_t pb[kGROUPS][2];
+#pragma unroll
+            for (int32_t gr = 0; gr < kGROUPS; ++gr)
+            {
+                uint32_t const wa = *reinterpret_cast<uint32_t const*>(vp + (tokenA * kGROUPS + gr) * 4);
+                uint32_t const wb = *reinterpret_cast<uint32_t const*>(vp + ((tokenA + 4) * kGROUPS + gr) * 4);
+                float const scA = lowToFloat<T>(wa);
+                float const scB = lowToFloat<T>(wb);
+                float const mnA = highToFloat<T>(wa);
+                float const mnB = highToFloat<T>(wb);
+                pb[gr][0] = movmatrixTrans(packFloat2<T>(p[mu][0] * scA, p[mu][1] * scA));
+                pb[gr][1] = movmatrixTrans(packFloat2<T>(p[mu][2] * scB, p[mu][3] * scB));
+                pm[gr][0] += p[mu][0] * mnA + p[mu][2] * mnB;
+                pm[gr][1] += p[mu][1] * mnA + p[mu][3] * mnB;
+            }
+            // Matrices: tokens 8r + mu (k-slots 0..7) and 8r + mu + 4 (k-slots 8..15), per 64-channel chunk.
+            uint32_t codes[4];
+            int32_t const m = mLane >> 3;
+            int32_t const token = kTILE_TOKENS * sub + 8 * (mLane & 7) + mu + 4 * (m & 1);
+            uint32_t const address = rows + 16 * swizzledRowUnit<kCHUNKS>(token, (m >> 1) % kCHUNKS);
+            if constexpr (kCHUNKS == 2)
+            {
+                ldmatrixX4Trans(codes, address);
+            }
+            else
+            {
+                uint32_t two[2];
+                ldmatrixX2Trans(two, address);
+                codes[0] = two[0];
+                codes[1] = two[1];
+            }
+#pragma unroll
+            for (int32_t c = 0; c < kCHUNKS; ++c)
+            {
+                uint32_t lo[8];
+                uint32_t hi[8];
+                CodeOperand<T>::expand(codes[2 * c], lo);
+                CodeOperand<T>::expand(codes[2 * c + 1], hi);
+#pragma unroll
+                for (int32_t s = 0; s < 4; ++s)
+                {
+                    uint32_t const a[4] = {lo[s], lo[s + 4], hi[s], hi[s + 4]};
+                    if constexpr (Traits::kC >= 64)
+                    {
+                        constexpr int32_t kGROUP_OF_CHUNK = 64 / Traits::kC; // 1 (C = 64) or 0 (C = 128)
+                        int32_t const gr = c * kGROUP_OF_CHUNK;
+                        mma16816<T>(st.o[4 * c + s], a, pb[gr][0], pb[gr][1]);
+                    }
+                    else
+                    {
+                        // C = 32: rows of lanes g < 4 are group 2c, the others 2c + 1. Each pass keeps one half.
+                        uint32_t const keep = mG < 4 ? 0xffffffffu : 0u;
+                        uint32_t const a0[4] = {a[0] & keep, a[1] & keep, a[2] & keep, a[3] & keep};
+                        uint32_t const a1[4] = {a[0] & ~keep, a[1] & ~keep, a[2] & ~keep, a[3] & ~keep};
+                        mma16816<T>(st.o[4 * c + s], a0, pb[2 * c][0], pb[2 * c][1]);
+                        mma16816<T>(st.o[4 * c + s], a1, pb[2 * c + 1][0], pb[2 * c + 1][1]);
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------- full precision
+
+    //! Copies 16 rows of K and V of full-precision tile j (one commit group) and returns the mask of rows that
+    //! exist; a tile without any issues nothing and returns 0.
+    __device__ __forceinline__ uint32_t issueFullPrecisionTile(uint8_t* tile, int32_t j) const
+    {
+        KvGeometry const& geo = mP.cache.geometry;
+        int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        bool const retained = j < retainedTiles;
+        bool rowValid = false;
+        int64_t rowIndex = 0;
+        if (mLane < kFP_TILE_TOKENS)
+        {
+            if (retained)
+            {
+                int32_t const slot = kFP_TILE_TOKENS * j + mLane;
+                if (slot < geo.retainedCapacity)
+                {
+                    rowIndex = static_cast<int64_t>(mSeqHead) * geo.retainedCapacity + slot;
+                    rowValid = mP.cache.retainedPos[rowIndex] >= 0; // empty (-1) and shadowed (<= -2) are skipped
+                }
+            }
+            else
+            {
+                int32_t const pos = mTailStart + kFP_TILE_TOKENS * (j - retainedTiles) + mLane;
+                rowValid = pos < mSeqLen;
+                rowIndex = static_cast<int64_t>(mSeqHead) * geo.tailCapacity + pos % geo.tailCapacity;
+            }
+        }
+        uint32_t const validRows = __ballot_sync(0xffffffffu, rowValid);
+        if (validRows == 0)
+        {
+            return 0; // nothing to read (e.g. a KIVI retained buffer of empty slots): no copy, no group
+        }
+        auto const* kBase = static_cast<uint8_t const*>(retained ? mP.cache.retainedK : mP.cache.tailK);
+        auto const* vBase = static_cast<uint8_t const*>(retained ? mP.cache.retainedV : mP.cache.tailV);
+        constexpr int32_t kUNITS = Traits::kFP_ROW_UNITS;
+#pragma unroll
+        for (int32_t q = mLane; q < kFP_TILE_TOKENS * kUNITS; q += 32)
+        {
+            int32_t const row = q / kUNITS;
+            int32_t const unit = q % kUNITS;
+            int64_t const src = __shfl_sync(0xffffffffu, rowIndex, row) * kD * 2 + 16 * unit;
+            bool const valid = (validRows >> row) & 1u;
+            int32_t const dst = 16 * fpUnit<kUNITS>(row, unit);
+            cpAsync16(tile + dst, kBase + (valid ? src : 0), valid);
+            cpAsync16(tile + Traits::kFP_TILE_BYTES + dst, vBase + (valid ? src : 0), valid);
+        }
+        cpAsyncCommit();
+        return validRows;
+    }
+
+    __device__ __forceinline__ void runFullPrecision()
+    {
+        KvGeometry const& geo = mP.cache.geometry;
+        PieceState<kD / 16> st;
+        st.reset();
+        int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const numTiles = retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const stride = mP.numSplits * kWARPS;
+        uint8_t* tile = mSmem + Traits::kPIECE_BYTES;
+        constexpr int32_t kUNITS = Traits::kFP_ROW_UNITS;
+        // Column c of this lane is query row 8 qt + 2i + c, i.e. query token (row / r) at position L - n + token.
+        int32_t lastVisible[2];
+#pragma unroll
+        for (int32_t c = 0; c < 2; ++c)
+        {
+            int32_t const row = kQUERY_TILE * mQueryTile + 2 * mI + c;
+            lastVisible[c] = mSeqLen - mP.numQueries + min(row / mP.groupRatio, mP.numQueries - 1);
+        }
+        // Tiles go to the warps of the last splits first: those hold the fewest sealed units.
+        for (int32_t j = stride - 1 - (mSplit * kWARPS + mWarp); j < numTiles; j += stride)
+        {
+            uint32_t const validRows = issueFullPrecisionTile(tile, j);
+            if (validRows == 0)
+            {
+                continue;
+            }
+            cpAsyncWait<0>();
+            __syncwarp();
+            uint32_t const kTile = smemAddress(tile);
+            uint32_t const vTile = kTile + Traits::kFP_TILE_BYTES;
+            int32_t const m = mLane >> 3;
+            int32_t const r = mLane & 7;
+            float s[1][4] = {{0.0F, 0.0F, 0.0F, 0.0F}};
+#pragma unroll
+            for (int32_t k = 0; k < kKSTEPS; ++k)
+            {
+                // Matrices: rows 0-7 / 8-15 x channels 16k..16k+7, then the same rows x 16k+8..16k+15.
+                uint32_t a[4];
+                ldmatrixX4(a, kTile + 16 * fpUnit<kUNITS>(r + 8 * (m & 1), 2 * k + (m >> 1)));
+                mma16816<T>(s[0], a, mQuery[k][0], mQuery[k][1]);
+            }
+            bool const tail = j >= retainedTiles;
+            int32_t const firstPos = mTailStart + kFP_TILE_TOKENS * (j - retainedTiles);
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                int32_t const row = mG + 8 * (e >> 1);
+                bool visible = (validRows >> row) & 1u;
+                if (tail)
+                {
+                    visible = visible && firstPos + row <= lastVisible[e & 1];
+                }
+                s[0][e] = visible ? s[0][e] * mP.scaleLog2 : kNEG_INF;
+            }
+            float alpha[2];
+            onlineSoftmax<1>(s, st.m, st.l, alpha);
+            st.rescale(alpha);
+            uint32_t const b0 = movmatrixTrans(packFloat2<T>(s[0][0], s[0][1]));
+            uint32_t const b1 = movmatrixTrans(packFloat2<T>(s[0][2], s[0][3]));
+#pragma unroll
+            for (int32_t mt = 0; mt < kD / 16; ++mt)
+            {
+                // Matrices: tokens 0-7 x channels 16mt.., 16mt+8.., then tokens 8-15 x the same.
+                uint32_t a[4];
+                ldmatrixX4Trans(a, vTile + 16 * fpUnit<kUNITS>(r + 8 * (m >> 1), 2 * mt + (m & 1)));
+                mma16816<T>(st.o[mt], a, b0, b1);
+            }
+            __syncwarp(); // the tile is refilled by the next iteration
+        }
+        st.reduceSum();
+        // Rows g and g+8 of m-tile mt are channels 16mt + g and 16mt + g + 8. Overwrites the (idle) tile.
+        float* piece = reinterpret_cast<float*>(mSmem + Traits::kPIECE_BYTES);
+#pragma unroll
+        for (int32_t mt = 0; mt < kD / 16; ++mt)
+        {
+#pragma unroll
+            for (int32_t e = 0; e < 4; ++e)
+            {
+                piece[(2 * mI + (e & 1)) * kD + 16 * mt + mG + 8 * (e >> 1)] = st.o[mt][e];
+            }
+        }
+        writeStats(piece, st.m, st.l);
+    }
+
+    __device__ __forceinline__ void writeStats(float* piece, float const (&m)[2], float const (&l)[2]) const
+    {
+        if (mG == 0)
+        {
+#pragma unroll
+            for (int32_t c = 0; c < 2; ++c)
+            {
+                piece[kQUERY_TILE * kD + 2 * (2 * mI + c)] = m[c];
+                piece[kQUERY_TILE * kD + 2 * (2 * mI + c) + 1] = l[c];
+            }
+        }
+    }
+
+public:
+    __device__ __forceinline__ int32_t rowsValid() const
+    {
+        return mRowsValid;
+    }
+
+private:
+    DecodeKernelParams const& mP;
+    uint8_t* mSmem;
+    int32_t mLane;
+    int32_t mWarp;
+    int32_t mG;
+    int32_t mI;
+    int32_t mSplit;
+    int32_t mHead;
+    int32_t mQueryTile;
+    int32_t mBatch;
+    int32_t mSeqHead;
+    int32_t mSeqLen;
+    int32_t mNumSealed;
+    int32_t mTailStart;
+    int32_t mTailLen;
+    int32_t mRowsValid;
+    uint32_t mQuery[kKSTEPS][2];                                     //!< B fragments of q (cache dtype)
+    uint32_t mQueryTok[Traits::kCHANNEL_KEYS ? 1 : kCHUNKS][4][2];   //!< q in token-axis key order
+    uint32_t mQueryScaled[Traits::kCHANNEL_KEYS ? kBPU : 1][kKSTEPS][2]; //!< q * key scale, per block of a unit
+    float mBias[kBPU][2];
+};
+
+//! Merges this CTA's 8 pieces (2 per warp); returns (via out) the merged unnormalized O and (max, sum) per row.
+template <int32_t kD, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
+__device__ __forceinline__ void mergePieces(uint8_t const* smem, int32_t row, int32_t d, float& o, float& mOut,
+    float& lOut)
+{
+    float mMax = kNEG_INF;
+#pragma unroll
+    for (int32_t k = 0; k < 2 * kWARPS; ++k)
+    {
+        float const* piece = reinterpret_cast<float const*>(smem + (k >> 1) * kWARP_BYTES + (k & 1) * kPIECE_BYTES);
+        mMax = fmaxf(mMax, piece[kQUERY_TILE * kD + 2 * row]);
+    }
+    float const base = mMax == kNEG_INF ? 0.0F : mMax;
+    o = 0.0F;
+    lOut = 0.0F;
+#pragma unroll
+    for (int32_t k = 0; k < 2 * kWARPS; ++k)
+    {
+        float const* piece = reinterpret_cast<float const*>(smem + (k >> 1) * kWARP_BYTES + (k & 1) * kPIECE_BYTES);
+        float const w = fastExp2(piece[kQUERY_TILE * kD + 2 * row] - base);
+        o += w * piece[row * kD + d];
+        lOut += w * piece[kQUERY_TILE * kD + 2 * row + 1];
+    }
+    mOut = mMax;
+}
+
+template <typename T>
+__device__ __forceinline__ void storeOutput(
+    DecodeKernelParams const& p, int32_t batch, int32_t head, int32_t queryTile, int32_t row, int32_t d, float value,
+    int32_t headDim)
+{
+    int32_t const queryRow = kQUERY_TILE * queryTile + row;
+    int32_t const qHead = head * p.groupRatio + queryRow % p.groupRatio;
+    int32_t const token = queryRow / p.groupRatio;
+    int64_t const index = ((static_cast<int64_t>(batch) * p.numQueryHeads + qHead) * p.numQueries + token) * headDim + d;
+    if constexpr (std::is_same_v<T, half>)
+    {
+        static_cast<half*>(p.out)[index] = __float2half_rn(value);
+    }
+    else
+    {
+        static_cast<__nv_bfloat16*>(p.out)[index] = __float2bfloat16_rn(value);
+    }
+}
+
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+__global__ void __launch_bounds__(kTHREADS, (DecodeTraits<T, kD, kG, kAXIS>::kMIN_CTAS)) decodeAttentionKernel(DecodeKernelParams const p)
+{
+    using Traits = DecodeTraits<T, kD, kG, kAXIS>;
+    extern __shared__ __align__(128) uint8_t smem[];
+    int32_t const warp = static_cast<int32_t>(threadIdx.x) >> 5;
+    int32_t rowsValid = 0;
+    {
+        DecodeWarp<T, kD, kG, kAXIS> worker(p, smem + warp * Traits::kWARP_BYTES);
+        worker.run();
+        rowsValid = worker.rowsValid();
+    }
+    __syncthreads();
+
+    int32_t const split = static_cast<int32_t>(blockIdx.x);
+    int32_t const head = static_cast<int32_t>(blockIdx.y) / p.queryTiles;
+    int32_t const queryTile = static_cast<int32_t>(blockIdx.y) % p.queryTiles;
+    int32_t const batch = static_cast<int32_t>(blockIdx.z);
+    int64_t const slot = (static_cast<int64_t>(batch) * gridDim.y + blockIdx.y); // (b, h, qt)
+    int32_t const tid = static_cast<int32_t>(threadIdx.x);
+
+    if (p.numSplits == 1)
+    {
+        for (int32_t e = tid; e < rowsValid * kD; e += kTHREADS)
+        {
+            float o;
+            float m;
+            float l;
+            mergePieces<kD, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
+            storeOutput<T>(p, batch, head, queryTile, e / kD, e % kD, l > 0.0F ? o / l : 0.0F, kD);
+        }
+        return;
+    }
+
+    int64_t const partial = (slot * p.numSplits + split) * kQUERY_TILE;
+    for (int32_t e = tid; e < rowsValid * kD; e += kTHREADS)
+    {
+        float o;
+        float m;
+        float l;
+        mergePieces<kD, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
+        p.partialO[(partial + e / kD) * kD + e % kD] = o;
+        if (e % kD == 0)
+        {
+            p.partialMl[2 * (partial + e / kD)] = m;
+            p.partialMl[2 * (partial + e / kD) + 1] = l;
+        }
+    }
+    // Classic last-block reduction: publish the partials, count this CTA in, and let the last one merge.
+    __threadfence();
+    __syncthreads();
+    __shared__ int32_t isLast;
+    if (tid == 0)
+    {
+        isLast = atomicAdd(p.counters + slot, 1) == p.numSplits - 1;
+    }
+    __syncthreads();
+    if (!isLast)
+    {
+        return;
+    }
+    __threadfence();
+    // Per row: max over splits and each split's weight, in shared memory (the pieces are no longer needed).
+    float* weights = reinterpret_cast<float*>(smem); // [numSplits][8]
+    __shared__ float rowSum[kQUERY_TILE];
+    int32_t const lane = tid & 31;
+    for (int32_t row = warp; row < rowsValid; row += kWARPS)
+    {
+        float mMax = kNEG_INF;
+        for (int32_t s = lane; s < p.numSplits; s += 32)
+        {
+            mMax = fmaxf(mMax, __ldcg(p.partialMl + 2 * ((slot * p.numSplits + s) * kQUERY_TILE + row)));
+        }
+#pragma unroll
+        for (int32_t mask = 16; mask > 0; mask >>= 1)
+        {
+            mMax = fmaxf(mMax, shflXor(mMax, mask));
+        }
+        float const base = mMax == kNEG_INF ? 0.0F : mMax;
+        float sum = 0.0F;
+        for (int32_t s = lane; s < p.numSplits; s += 32)
+        {
+            float const* ml = p.partialMl + 2 * ((slot * p.numSplits + s) * kQUERY_TILE + row);
+            float const w = fastExp2(__ldcg(ml) - base);
+            weights[s * kQUERY_TILE + row] = w;
+            sum += w * __ldcg(ml + 1);
+        }
+#pragma unroll
+        for (int32_t mask = 16; mask > 0; mask >>= 1)
+        {
+            sum += shflXor(sum, mask);
+        }
+        if (lane == 0)
+        {
+            rowSum[row] = sum;
+        }
+    }
+    __syncthreads();
+    // Warp w sums splits w, w + 4, ...; lane l owns elements l, l + 32, ... of the [8][D] tile, so every load is
+    // coalesced and a warp keeps all of its split's loads in flight. The 4 warp sums meet in shared memory.
+    constexpr int32_t kPER_LANE = kQUERY_TILE * kD / 32;
+    float acc[kPER_LANE];
+#pragma unroll
+    for (int32_t j = 0; j < kPER_LANE; ++j)
+    {
+        acc[j] = 0.0F;
+    }
+    for (int32_t s = warp; s < p.numSplits; s += kWARPS)
+    {
+        float const* partialTile = p.partialO + (slot * p.numSplits + s) * kQUERY_TILE * kD;
+#pragma unroll
+        for (int32_t j = 0; j < kPER_LANE; ++j)
+        {
+            int32_t const row = (lane + 32 * j) / kD;
+            if (row < rowsValid)
+            {
+                acc[j] += weights[s * kQUERY_TILE + row] * __ldcg(partialTile + lane + 32 * j);
+            }
+        }
+    }
+    __syncthreads(); // the weights are read; their space takes the warp sums
+    float* sums = weights + kMAX_SPLITS * kQUERY_TILE; // [kWARPS][8 * D]
+#pragma unroll
+    for (int32_t j = 0; j < kPER_LANE; ++j)
+    {
+        sums[warp * kQUERY_TILE * kD + lane + 32 * j] = acc[j];
+    }
+    __syncthreads();
+    for (int32_t e = tid; e < rowsValid * kD; e += kTHREADS)
+    {
+        float o = 0.0F;
+#pragma unroll
+        for (int32_t w = 0; w < kWARPS; ++w)
+        {
+            o += sums[w * kQUERY_TILE * kD + e];
+        }
+        float const l = rowSum[e / kD];
+        storeOutput<T>(p, batch, head, queryTile, e / kD, e % kD, l > 0.0F ? o / l : 0.0F, kD);
+    }
+    if (tid == 0)
+    {
+        p.counters[slot] = 0; // ready for the next launch
+    }
+}
+
+} // namespace logquant::kernel::attention

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: Apache-2.0
+// Public entry points of decode attention: argument checks, the split-K plan and the dispatch to the explicitly
+// instantiated kernels (decodeAttention{Half,Bf16}{Channel,Token}.cu).
+#include "logquant/attention/decodeKernelParams.cuh"
+#include "logquant/common/dispatch.h"
+#include "logquant/decodeAttention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace logquant::kernel
+{
+namespace
+{
+
+using attention::kMAX_SPLITS;
+using attention::kQUERY_TILE;
+using attention::kWARPS;
+
+//! A sealed-block slice shorter than this many pipeline units per warp spends more on its prologue and merge than
+//! it gains in parallelism.
+constexpr int32_t kMIN_UNITS_PER_WARP = 2;
+constexpr size_t kALIGN = 256;
+
+size_t alignUp(size_t bytes)
+{
+    return (bytes + kALIGN - 1) / kALIGN * kALIGN;
+}
+
+//! How one launch is cut into CTAs, and the workspace that needs.
+struct DecodePlan
+{
+    int32_t groupRatio{1};
+    int32_t queryTiles{1};
+    int32_t numSplits{1};
+    int32_t unitsPerSplit{1};
+    size_t countersBytes{0};
+    size_t mlBytes{0};
+    size_t partialBytes{0};
+
+    size_t workspaceBytes() const
+    {
+        return numSplits == 1 ? 0 : countersBytes + mlBytes + partialBytes;
+    }
+};
+
+template <typename Fn>
+void dispatchInstantiation(KvGeometry const& geometry, Fn&& fn)
+{
+    LOGQUANT_DISPATCH_DTYPE(geometry.dtype, T, {
+        LOGQUANT_DISPATCH_HEAD_DIM(geometry.headDim, kD, {
+            LOGQUANT_DISPATCH_GROUP_SIZE(geometry.groupSize, kG, {
+                LOGQUANT_DISPATCH_KEY_AXIS(
+                    geometry.keyAxis, kAXIS, { fn(attention::DecodeLauncher<T, kD, kG, kAXIS>{}); });
+            });
+        });
+    });
+}
+
+char const* findProblem(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueries)
+{
+    if (g.dtype != DataType::kFLOAT16 && g.dtype != DataType::kBFLOAT16)
+        return "dtype must be float16 or bfloat16";
+    if (g.keyAxis != KeyAxis::kCHANNEL && g.keyAxis != KeyAxis::kTOKEN)
+        return "keyAxis must be channel or token";
+    if (g.headDim != 64 && g.headDim != 128)
+        return "headDim must be 64 or 128";
+    if (g.groupSize != 32 && g.groupSize != 64 && g.groupSize != 128)
+        return "groupSize must be 32, 64 or 128";
+    if (g.batch < 1 || g.batch > 65535)
+        return "batch must be in [1, 65535]";
+    if (g.numKvHeads < 1)
+        return "numKvHeads must be >= 1";
+    if (g.numPages < 0 || g.maxBlocksPerSeq < 0 || g.retainedCapacity < 0)
+        return "numPages, maxBlocksPerSeq and retainedCapacity must be >= 0";
+    if (g.tailCapacity < g.groupSize || g.tailCapacity % g.groupSize != 0)
+        return "tailCapacity must be a positive multiple of groupSize (docs/kv_format.md 4.3)";
+    if (numQueryHeads < g.numKvHeads || numQueryHeads % g.numKvHeads != 0)
+        return "numQueryHeads must be a positive multiple of numKvHeads";
+    if (numQueries < 1 || numQueries > DecodeAttentionParams::kMAX_QUERIES)
+        return "numQueries must be in [1, DecodeAttentionParams::kMAX_QUERIES]";
+    int64_t const rows = static_cast<int64_t>(numQueryHeads / g.numKvHeads) * numQueries;
+    if (static_cast<int64_t>(g.numKvHeads) * ((rows + kQUERY_TILE - 1) / kQUERY_TILE) > 65535)
+        return "numKvHeads * ceil(numQueryHeads / numKvHeads * numQueries / 8) must be <= 65535";
+    return nullptr;
+}
+
+DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueries)
+{
+    char const* problem = findProblem(g, numQueryHeads, numQueries);
+    LOGQUANT_CHECK(problem == nullptr, "decode attention: ", problem);
+    int32_t device = 0;
+    int32_t smCount = 0;
+    LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
+    LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, device));
+    int32_t ctasPerSm = 0;
+    int32_t blocksPerUnit = 1;
+    dispatchInstantiation(g, [&](auto launcher) {
+        ctasPerSm = launcher.ctasPerSm();
+        blocksPerUnit = launcher.blocksPerUnit();
+    });
+
+    DecodePlan plan;
+    plan.groupRatio = numQueryHeads / g.numKvHeads;
+    plan.queryTiles = (plan.groupRatio * numQueries + kQUERY_TILE - 1) / kQUERY_TILE;
+    int64_t const slots = static_cast<int64_t>(g.batch) * g.numKvHeads * plan.queryTiles;
+    int32_t const units = (g.maxBlocksPerSeq + blocksPerUnit - 1) / blocksPerUnit;
+    // One wave: as many splits per (b, h, qt) as there are free CTA slots, but never so many that a warp gets
+    // fewer than kMIN_UNITS_PER_WARP units of the longest possible sequence.
+    int64_t splits = std::max<int64_t>(1, static_cast<int64_t>(smCount) * ctasPerSm / slots);
+    splits = std::min<int64_t>(splits, std::max(1, units / (kWARPS * kMIN_UNITS_PER_WARP)));
+    splits = std::min<int64_t>(splits, kMAX_SPLITS);
+    plan.unitsPerSplit = std::max<int32_t>(1, (units + static_cast<int32_t>(splits) - 1) / static_cast<int32_t>(splits));
+    plan.numSplits = units > 0 ? (units + plan.unitsPerSplit - 1) / plan.unitsPerSplit : 1;
+    plan.countersBytes = alignUp(static_cast<size_t>(slots) * sizeof(int32_t));
+    plan.mlBytes = alignUp(static_cast<size_t>(slots) * plan.numSplits * kQUERY_TILE * 2 * sizeof(float));
+    plan.partialBytes = alignUp(static_cast<size_t>(slots) * plan.numSplits * kQUERY_TILE * g.headDim * sizeof(float));
+    return plan;
+}
+
+bool aligned(void const* ptr, uintptr_t alignment)
+{
+    return reinterpret_cast<uintptr_t>(ptr) % alignment == 0;
+}
+
+void checkTensor(void const* ptr, char const* name, bool required)
+{
+    if (!required)
+    {
+        return;
+    }
+    LOGQUANT_CHECK(ptr != nullptr, "decode attention: cache.", name, " is null");
+    LOGQUANT_CHECK(aligned(ptr, 16), "decode attention: cache.", name, " must be 16-byte aligned");
+}
+
+} // namespace
+
+bool canImplementDecodeAttention(
+    KvGeometry const& geometry, int32_t numQueryHeads, int32_t numQueries, char const** reason) noexcept
+{
+    char const* problem = findProblem(geometry, numQueryHeads, numQueries);
+    if (reason != nullptr)
+    {
+        *reason = problem;
+    }
+    return problem == nullptr;
+}
+
+size_t getDecodeAttentionWorkspaceSize(KvGeometry const& geometry, int32_t numQueryHeads, int32_t numQueries)
+{
+    return makePlan(geometry, numQueryHeads, numQueries).workspaceBytes();
+}
+
+void launchDecodeAttention(DecodeAttentionParams const& params, cudaStream_t stream)
+{
+    KvCacheView const& cache = params.cache;
+    KvGeometry const& g = cache.geometry;
+    DecodePlan const plan = makePlan(g, params.numQueryHeads, params.numQueries);
+    bool const sealed = g.maxBlocksPerSeq > 0 && g.numPages > 0;
+    checkTensor(cache.kCodes, "kCodes", sealed);
+    checkTensor(cache.kParams, "kParams", sealed);
+    checkTensor(cache.vCodes, "vCodes", sealed);
+    checkTensor(cache.vParams, "vParams", sealed);
+    checkTensor(cache.dupMask, "dupMask", sealed);
+    checkTensor(cache.blockTable, "blockTable", g.maxBlocksPerSeq > 0);
+    checkTensor(cache.numSealed, "numSealed", true);
+    checkTensor(cache.seqLen, "seqLen", true);
+    checkTensor(cache.tailK, "tailK", true);
+    checkTensor(cache.tailV, "tailV", true);
+    checkTensor(cache.retainedPos, "retainedPos", g.retainedCapacity > 0);
+    checkTensor(cache.retainedK, "retainedK", g.retainedCapacity > 0);
+    checkTensor(cache.retainedV, "retainedV", g.retainedCapacity > 0);
+    LOGQUANT_CHECK(params.q != nullptr && aligned(params.q, 4), "decode attention: q must be non-null and 4-byte aligned");
+    LOGQUANT_CHECK(
+        params.out != nullptr && aligned(params.out, 2), "decode attention: out must be non-null and 2-byte aligned");
+    LOGQUANT_CHECK(std::isfinite(params.scale) && params.scale > 0.0F, "decode attention: scale must be finite and > 0, got ",
+        params.scale);
+    size_t const needed = plan.workspaceBytes();
+    LOGQUANT_CHECK(params.workspaceBytes >= needed, "decode attention: workspaceBytes=", params.workspaceBytes,
+        " < getDecodeAttentionWorkspaceSize()=", needed);
+    LOGQUANT_CHECK(needed == 0 || (params.workspace != nullptr && aligned(params.workspace, 16)),
+        "decode attention: workspace must be non-null and 16-byte aligned");
+
+    attention::DecodeKernelParams kp{};
+    kp.cache = cache;
+    kp.q = params.q;
+    kp.out = params.out;
+    kp.numQueryHeads = params.numQueryHeads;
+    kp.numQueries = params.numQueries;
+    kp.groupRatio = plan.groupRatio;
+    kp.queryTiles = plan.queryTiles;
+    kp.numSplits = plan.numSplits;
+    kp.unitsPerSplit = plan.unitsPerSplit;
+    kp.scaleLog2 = params.scale * 1.4426950408889634F;
+    auto* ws = static_cast<uint8_t*>(params.workspace);
+    if (needed > 0)
+    {
+        kp.counters = reinterpret_cast<int32_t*>(ws);
+        kp.partialMl = reinterpret_cast<float*>(ws + plan.countersBytes);
+        kp.partialO = reinterpret_cast<float*>(ws + plan.countersBytes + plan.mlBytes);
+    }
+    dim3 const grid(plan.numSplits, g.numKvHeads * plan.queryTiles, g.batch);
+    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, grid, stream); });
+}
+
+} // namespace logquant::kernel

@@ -1,0 +1,6 @@
+// SPDX-License-Identifier: Apache-2.0
+// Explicit instantiations of decode attention for __nv_bfloat16 caches with channel-axis keys (every head dim and group size).
+// One file per family keeps each translation unit's compile time bounded and lets them build in parallel.
+#include "logquant/attention/decodeAttentionLauncher.cuh"
+
+LOGQUANT_DECODE_FAMILY(LOGQUANT_DECODE_INSTANTIATE, __nv_bfloat16, ::logquant::KeyAxis::kCHANNEL)
