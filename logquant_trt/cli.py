@@ -59,10 +59,10 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace, rest: list[str]) -> int:
     if args.routine == "kernels":
-        from logquant_trt.bench.kernels import main as bench_kernels
-
-        return bench_kernels(rest) or 0
-    raise SystemExit(f"unknown bench routine {args.routine!r}")
+        from logquant_trt.bench.kernels import main as routine
+    else:
+        from logquant_trt.bench.prefill import main as routine
+    return routine(rest) or 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("eval", help="perplexity/KL/agreement/bytes of every policy")
     _add_eval_arguments(evaluate, num_tokens=4096, prefill=512, gen_tokens=32)
     bench = commands.add_parser("bench", help="benchmarks (extra arguments go to the routine)")
-    bench.add_argument("routine", choices=["kernels"])
+    bench.add_argument("routine", choices=["kernels", "prefill"])
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _run_bench(args, rest)

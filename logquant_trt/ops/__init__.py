@@ -4,6 +4,7 @@
 Importing this package needs no GPU and no compiled library; the library is loaded on first use.
 """
 
+from logquant_trt.ops.decode_attention import DecodeAttentionRunner, decode_attention
 from logquant_trt.ops.kv_write import append_decode, quantize_prefill
 
-__all__ = ["append_decode", "quantize_prefill"]
+__all__ = ["DecodeAttentionRunner", "append_decode", "decode_attention", "quantize_prefill"]

@@ -36,6 +36,26 @@ class PagedLayer:
     retained_v: torch.Tensor
 
 
+def empty_paged(config: LogQuantConfig, batch: int, heads: int, head_dim: int, max_blocks: int,
+                device: torch.device | str = "cpu") -> PagedLayer:
+    """A zeroed cache of `batch` sequences with an identity block table of max_blocks pages each."""
+    g, d, c = config.group_size, head_dim, config.channel_group(head_dim)
+    dtype, pages, slots = getattr(torch, config.dtype), batch * max_blocks, max(config.retained_capacity(), 1)
+    shapes = _page_shapes(config.key_axis, heads, g, d, c)
+
+    def zeros(*shape: int, dtype: torch.dtype = dtype) -> torch.Tensor:
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    return PagedLayer(
+        config, *(zeros(pages, *shape, dtype=torch.uint8 if i % 2 == 0 else dtype) for i, shape in enumerate(shapes)),
+        dup_mask=zeros(pages, heads, g // MASK_WORD_BITS, dtype=torch.int32),
+        block_table=torch.arange(pages, dtype=torch.int32, device=device).reshape(batch, max_blocks),
+        num_sealed=zeros(batch, dtype=torch.int32), seq_len=zeros(batch, dtype=torch.int32),
+        tail_k=zeros(batch, heads, config.tail_capacity(), d), tail_v=zeros(batch, heads, config.tail_capacity(), d),
+        retained_pos=torch.full((batch, heads, slots), -1, dtype=torch.int32, device=device),
+        retained_k=zeros(batch, heads, slots, d), retained_v=zeros(batch, heads, slots, d))
+
+
 def pack_mask_bits(bits: torch.Tensor) -> torch.Tensor:
     """bool [..., G] -> int32 [..., G/32], slot i in bit i % 32 of word i // 32."""
     words = bits.reshape(*bits.shape[:-1], -1, MASK_WORD_BITS).to(torch.int64)
