@@ -11,30 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
-
-
-def _median_us(fn, iters: int, warmup: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return statistics.median(times), statistics.pstdev(times)
 
 
 def main(argv: list[str] | None = None) -> int:
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
+    from logquant_trt.bench.kernels import time_us
     from logquant_trt.config import LogQuantConfig
     from logquant_trt.ops.kv_write import quantize_prefill
     from logquant_trt.reference.paged import empty_paged
@@ -49,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     device = torch.device("cuda")
+    no_flush = torch.empty(1, device=device)  # a prefill is far larger than L2
+
+    def median_us(fn) -> tuple[float, float]:
+        return time_us(fn, args.iters, args.warmup, no_flush)
+
     torch.manual_seed(0)
     # Llama-3-8B layer shape.
     cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_attention_heads=32, num_key_value_heads=8,
@@ -65,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         def fp16_prefill() -> None:
             layer(hidden, position_embeddings=embeddings, attention_mask=None)
 
-        base_us, base_std = _median_us(fp16_prefill, args.iters, args.warmup)
+        base_us, base_std = median_us(fp16_prefill)
         k = torch.randn(args.batch, cfg.num_key_value_heads, length, cfg.head_dim, device=device,
                         dtype=torch.float16)
         v = torch.randn_like(k)
@@ -74,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             config = LogQuantConfig(policy=policy, group_size=64, residual=64, window=64, dtype="float16")
             paged = empty_paged(config, args.batch, cfg.num_key_value_heads, cfg.head_dim,
                                 max_blocks=length // config.group_size, device=device)
-            quant_us, quant_std = _median_us(lambda: quantize_prefill(paged, k, v, lengths, layer_idx=2),
-                                             args.iters, args.warmup)
+            quant_us, quant_std = median_us(lambda: quantize_prefill(paged, k, v, lengths, layer_idx=2))
             results.append({"batch": args.batch, "length": length, "policy": policy,
                             "fp16_layer_prefill_us": base_us, "fp16_layer_prefill_std_us": base_std,
                             "quantize_on_write_us": quant_us, "quantize_on_write_std_us": quant_std,
