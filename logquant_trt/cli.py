@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`logquant-trt`: demo, eval and benchmarks."""
+"""`logquant-trt`: demo, eval, benchmarks and ONNX export."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     evaluator = Evaluator(model, corpus_token_ids(tokenizer, args.num_tokens), settings)
     results = run_table(evaluator, table)
     cfg = model.config
-    title = (f"{cfg.name_or_path or 'model'}: {args.num_tokens} tokens of pydoc topics, "
+    title = (f"{Path(cfg.name_or_path or 'model').name}: {args.num_tokens} tokens of pydoc topics, "
              f"prefill {args.prefill}, G={args.group_size}")
     print_table(results, title)
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +65,50 @@ def _run_bench(args: argparse.Namespace, rest: list[str]) -> int:
     return routine(rest) or 0
 
 
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="HF checkpoint directory (Llama, Qwen2, Mistral); default: embedded SmolLM2-135M")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (model.onnx, logquant_export.json)")
+    parser.add_argument("--policy", default="logquant_ott", help="fp16, kivi, logquant, ott, logquant_ott")
+    parser.add_argument("--group-size", type=int, default=32)
+    parser.add_argument("--window", type=int, default=32, help="LogQuant W (multiple of the group size)")
+    parser.add_argument("--residual", type=int, default=64, help="KIVI/OTT R")
+    parser.add_argument("--sink-tokens", type=int, default=0)
+    parser.add_argument("--pool-size", type=int, default=3)
+    parser.add_argument("--extra-pool-size", type=int, default=32)
+    parser.add_argument("--pool-skip-layers", type=int, default=2)
+    parser.add_argument("--key-axis", default="channel", help="channel or token")
+    parser.add_argument("--dtype", default="float16", help="cache/attention dtype: float16 or bfloat16")
+    parser.add_argument("--validate", type=int, default=4, metavar="STEPS",
+                        help="decode steps compared with PyTorch in ONNX Runtime after the prefill (0: skip)")
+
+
+def export_config(args: argparse.Namespace) -> "LogQuantConfig":  # noqa: F821
+    from logquant_trt.config import LogQuantConfig
+
+    return LogQuantConfig(policy=args.policy, group_size=args.group_size, window=args.window,
+                          residual=args.residual, sink_tokens=args.sink_tokens, pool_size=args.pool_size,
+                          extra_pool_size=args.extra_pool_size, pool_skip_layers=args.pool_skip_layers,
+                          key_axis=args.key_axis, dtype=args.dtype)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from logquant_trt.export.pipeline import export_checkpoint
+
+    try:
+        config = export_config(args)
+        report = export_checkpoint(args.model, args.out, config, args.validate)
+    except ValueError as error:  # bad input, found before any long work
+        print(f"logquant-trt export: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {report.export.onnx_path} and {report.export.metadata_path} in {report.export.seconds:.1f} s")
+    if report.max_logit_diff is not None:
+        print(f"ONNX Runtime vs PyTorch over a prefill and {args.validate} decode steps: largest logit "
+              f"difference {report.max_logit_diff:.3g}, greedy tokens {'equal' if report.tokens_equal else 'DIFFER'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="logquant-trt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,11 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     _add_eval_arguments(evaluate, num_tokens=4096, prefill=512, gen_tokens=32)
     bench = commands.add_parser("bench", help="benchmarks (extra arguments go to the routine)")
     bench.add_argument("routine", choices=["kernels", "prefill"])
+    export = commands.add_parser("export", help="ONNX graph with the LogQuantAttention plugin node")
+    add_export_arguments(export)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _run_bench(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "export":
+        return _run_export(args)
     return _run_eval(args)
 
 

@@ -45,7 +45,7 @@ def plot_perplexity_vs_bytes(results: list[PolicyResult], path: Path, title: str
     ax.set_xscale("log")
     ax.set_xlabel("KV bytes per token (all layers, 16-bit deployment)")
     ax.set_ylabel("perplexity")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
