@@ -64,7 +64,8 @@ def simulate_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: Lo
         state.append(k[:, :, t:t + 1], v[:, :, t:t + 1])
         key = (state.num_sealed, state.retained_version)
         if key != seen:
-            runs.append((t, _full_precision_mask(state, total)))
+            # Positions after t are hidden by causality; pad them as full precision.
+            runs.append((t, F.pad(state.full_precision_mask(), (0, total - state.length), value=True)))
             seen = key
     if not runs:
         return out, state
@@ -81,16 +82,6 @@ def simulate_layer(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, config: Lo
         out[:, :, start:end] = F.scaled_dot_product_attention(
             q[:, :, start:end], k_seen, v_seen, attn_mask=causal, scale=scale, enable_gqa=True)
     return out, state
-
-
-def _full_precision_mask(state: LayerKVState, total: int) -> torch.Tensor:
-    batch, heads = state.tail_k.shape[:2]
-    mask = torch.ones(batch, heads, total, dtype=torch.bool, device=state.tail_k.device)
-    mask[:, :, :state.sealed_length] = False
-    for (b, h), entries in state.retained.items():
-        if entries:
-            mask[b, h, list(entries)] = True
-    return mask
 
 
 def _simulated_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,

@@ -150,7 +150,7 @@ class LayerKVState:
     def full_precision_mask(self) -> torch.Tensor:
         """bool [B, H, L]: positions attention reads in full precision."""
         batch, heads = self.tail_k.shape[:2]
-        mask = torch.zeros(batch, heads, self.length, dtype=torch.bool)
+        mask = torch.zeros(batch, heads, self.length, dtype=torch.bool, device=self.tail_k.device)
         mask[:, :, self.sealed_length:] = True
         for (b, h), entries in self.retained.items():
             mask[b, h, list(entries)] = True
