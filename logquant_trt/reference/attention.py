@@ -22,8 +22,8 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     k, v = _expand_kv_heads(k, q.shape[1]), _expand_kv_heads(v, q.shape[1])
     scores = torch.einsum("bhqd,bhkd->bhqk", q.float(), k.float()) * scale
-    query_pos = torch.arange(length - n, length)[:, None]
-    scores = scores.masked_fill(torch.arange(length)[None, :] > query_pos, float("-inf"))
+    query_pos = torch.arange(length - n, length, device=q.device)[:, None]
+    scores = scores.masked_fill(torch.arange(length, device=q.device)[None, :] > query_pos, float("-inf"))
     return torch.einsum("bhqk,bhkd->bhqd", scores.softmax(-1), v.float()).to(q.dtype)
 
 
@@ -51,7 +51,8 @@ def mixed_attention(
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     hq = q.shape[1]
     # Causal inside the tail: query i (position L-n+i) sees tail slots up to tail_len-n+i.
-    tail_hidden = torch.arange(tail_len)[None, :] > torch.arange(tail_len - n, tail_len)[:, None]
+    slots = torch.arange(tail_len, device=q.device)
+    tail_hidden = slots[None, :] > slots[tail_len - n:, None]
     batch, heads = tail_k.shape[:2]
     segments = (
         (quant_k, quant_v, quant_masked[:, :, None, :].expand(-1, -1, n, -1)),

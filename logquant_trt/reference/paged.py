@@ -35,6 +35,10 @@ class PagedLayer:
     retained_k: torch.Tensor  # [B, H, S, D]
     retained_v: torch.Tensor
 
+    def to(self, device: torch.device | str) -> "PagedLayer":
+        return dataclasses.replace(self, **{
+            f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "config"})
+
 
 def empty_paged(config: LogQuantConfig, batch: int, heads: int, head_dim: int, max_blocks: int,
                 device: torch.device | str = "cpu") -> PagedLayer:
@@ -59,22 +63,22 @@ def empty_paged(config: LogQuantConfig, batch: int, heads: int, head_dim: int, m
 def pack_mask_bits(bits: torch.Tensor) -> torch.Tensor:
     """bool [..., G] -> int32 [..., G/32], slot i in bit i % 32 of word i // 32."""
     words = bits.reshape(*bits.shape[:-1], -1, MASK_WORD_BITS).to(torch.int64)
-    weights = torch.bitwise_left_shift(torch.ones(MASK_WORD_BITS, dtype=torch.int64),
-                                       torch.arange(MASK_WORD_BITS))
+    weights = torch.bitwise_left_shift(torch.ones(MASK_WORD_BITS, dtype=torch.int64, device=bits.device),
+                                       torch.arange(MASK_WORD_BITS, device=bits.device))
     packed = (words * weights).sum(-1)
     return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
 
 
 def unpack_mask_bits(words: torch.Tensor) -> torch.Tensor:
     """Inverse of pack_mask_bits."""
-    shifts = torch.arange(MASK_WORD_BITS, dtype=torch.int64)
+    shifts = torch.arange(MASK_WORD_BITS, dtype=torch.int64, device=words.device)
     bits = torch.bitwise_right_shift(words.to(torch.int64)[..., None] & 0xFFFFFFFF, shifts) & 1
     return bits.flatten(-2).bool()
 
 
 def to_paged(states: list[LayerKVState], num_pages: int | None = None,
              generator: torch.Generator | None = None) -> PagedLayer:
-    """Lay out single-sequence states (B = 1 each) as one paged batch.
+    """Lay out single-sequence states (B = 1 each) as one paged batch, on the CPU.
 
     Pages are handed out in a random order so that readers must honour the block table.
     """
@@ -172,7 +176,7 @@ def paged_attention(q: torch.Tensor, paged: PagedLayer, scale: float | None = No
         quant_k, quant_v = dequantize_blocks(blocks)
         masked = unpack_mask_bits(paged.dup_mask[pages])  # [n, H, G]
         masked = masked.permute(1, 0, 2).reshape(1, masked.shape[1], sealed * g)
-        slots = torch.arange(sealed * g, length) % paged.tail_k.shape[2]
+        slots = torch.arange(sealed * g, length, device=q.device) % paged.tail_k.shape[2]
         valid = paged.retained_pos[b:b + 1] >= 0
         outputs.append(mixed_attention(
             q[b:b + 1], quant_k, quant_v, masked,
