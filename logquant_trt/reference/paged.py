@@ -124,7 +124,7 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
         if tail_len > t_cap:
             raise ValueError(f"tail of {tail_len} tokens exceeds tail_capacity()={t_cap}")
         slots = torch.arange(s.sealed_length, s.length) % t_cap
-        tail_k[b, :, slots], tail_v[b, :, slots] = s.tail_k[0], s.tail_v[0]
+        tail_k[b, :, slots], tail_v[b, :, slots] = s.tail_k[0].cpu(), s.tail_v[0].cpu()
         for h in range(heads):
             _fill_retained_regions(s, h, ret_pos[b, h], ret_k[b, h], ret_v[b, h])
     return PagedLayer(
