@@ -51,3 +51,11 @@ kernels:
 plugin:
 	cmake -S plugins -B build/plugins -G "$(KERNELS_GENERATOR)" -DCMAKE_BUILD_TYPE=Release -DLOGQUANT_WHEEL_CACHE=$(CURDIR)/build/cache/wheels
 	cmake --build build/plugins -j2
+
+# Export MODEL (an HF checkpoint dir; default: embedded SmolLM2) to ONNX, validate in ONNX Runtime, then build a TensorRT engine with the plugin (stops after the export, exit 0, where TensorRT is absent).
+MODEL ?=
+ENGINE_DIR ?= build/engine
+ENGINE_ARGS ?=
+.PHONY: engine
+engine: venv $(if $(MODEL),,model)
+	$(VENV)/bin/python build_scripts/build_engine.py $(if $(MODEL),--model $(MODEL)) --out $(ENGINE_DIR) $(ENGINE_ARGS)

@@ -79,7 +79,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool-skip-layers", type=int, default=2)
     parser.add_argument("--key-axis", default="channel", help="channel or token")
     parser.add_argument("--dtype", default="float16", help="cache/attention dtype: float16 or bfloat16")
-    parser.add_argument("--validate", type=int, default=4, metavar="STEPS",
+    parser.add_argument("--validate", type=int, default=8, metavar="STEPS",
                         help="decode steps compared with PyTorch in ONNX Runtime after the prefill (0: skip)")
 
 

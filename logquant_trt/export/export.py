@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from logquant_trt.models.paged_lm import PagedCausalLM
-from logquant_trt.ops.logquant_attention import (CACHE_INPUTS, CACHE_OUTPUTS, PLUGIN_DTYPES, PLUGIN_NAME,
-                                                 PLUGIN_NAMESPACE, PLUGIN_VERSION)
+from logquant_trt.ops.logquant_attention import (CACHE_INPUTS, CACHE_OUTPUTS, PLUGIN_NAME, PLUGIN_NAMESPACE,
+                                                 PLUGIN_VERSION, plugin_config_problems)
 
 __all__ = ["ExportResult", "export_onnx"]
 
@@ -47,9 +47,9 @@ def export_onnx(lm: PagedCausalLM, out_dir: str | Path) -> ExportResult:
     Also writes out_dir/logquant_export.json: the plugin's name/version/namespace, the config and
     the cache geometry a runtime needs to allocate the graph's cache inputs.
     """
-    if lm.config.dtype not in PLUGIN_DTYPES:
-        raise ValueError(f"LogQuantConfig.dtype={lm.config.dtype!r} cannot be exported: the plugin takes "
-                         f"{', '.join(PLUGIN_DTYPES)}")
+    problems = plugin_config_problems(lm.config)
+    if problems:
+        raise ValueError(f"cannot export for the plugin: {'; '.join(problems)}")
     from logquant_trt.export.dynamo_translations import custom_translation_table
 
     start = time.perf_counter()

@@ -12,13 +12,15 @@ import torch
 
 from logquant_trt.config import LogQuantConfig
 from logquant_trt.export.export import ExportResult, export_onnx
-from logquant_trt.ops.logquant_attention import PLUGIN_DTYPES
+from logquant_trt.ops.logquant_attention import plugin_config_problems
 
 __all__ = ["ExportReport", "check_inputs", "export_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
-VALIDATION_PROMPT_TOKENS = 12  # random ids: a numerical check needs no tokenizer
+# Random ids (a numerical check needs no tokenizer); 60 + 8 decode steps crosses the first seal (65 tokens
+# for the default W = G = 32), so the quantized path is compared too.
+VALIDATION_PROMPT_TOKENS = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +34,9 @@ def check_inputs(model_path: Path | None, config: LogQuantConfig, validate_steps
     """ValueError naming the bad value: unsupported architecture, missing weights, head_dim, dtype."""
     from logquant_trt.models.patching import check_patchable
 
-    if config.dtype not in PLUGIN_DTYPES:
-        raise ValueError(f"dtype={config.dtype!r}: the plugin takes {', '.join(PLUGIN_DTYPES)}")
+    problems = plugin_config_problems(config)
+    if problems:
+        raise ValueError("; ".join(problems))
     if validate_steps and config.dtype != "float16":
         raise ValueError(f"validation runs float16 caches only; got dtype={config.dtype!r} (use --validate 0)")
     if validate_steps and config.uses_log_window and config.sink_tokens:

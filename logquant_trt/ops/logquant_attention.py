@@ -6,8 +6,8 @@ ONNX exporter can emit the plugin node straight from this op (logquant_trt.expor
 functional: it returns new cache tensors instead of mutating its inputs, which is what
 torch.export needs; TensorRT aliases them back in place (`getAliasedInput`).
 
-Eager execution runs the reference (logquant_trt.reference.paged_step) on any device; the
-CUDA kernels (logquant_trt.ops.kv_write / decode_attention) are not wired in yet.
+Eager execution runs the reference (logquant_trt.reference.paged_step) on the CPU, whatever the
+inputs' device; the CUDA kernels (logquant_trt.ops.kv_write / decode_attention) are not wired in yet.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ CONFIG_FIELDS = ("policy", "bits", "group_size", "residual", "window", "sink_tok
 FIELDS = (*CONFIG_FIELDS, "layer_idx", "key_axis", "dtype", "num_q_heads", "num_kv_heads", "head_dim")
 STRING_FIELDS = ("policy", "key_axis", "dtype")
 PLUGIN_DTYPES = ("float16", "bfloat16")
+# Upper bounds the plugin adds to LogQuantConfig's checks (docs/plugin.md, Fields: the kernels' limits).
+PLUGIN_MAXIMA = {"residual": 1 << 20, "window": 4096, "sink_tokens": 1 << 20, "pool_size": 64,
+                 "extra_pool_size": 512, "pool_skip_layers": 65536}
 
 _SCHEMA = ("(Tensor q, Tensor k, Tensor v, " + ", ".join(f"Tensor {n}" for n in CACHE_INPUTS)
            + ", Tensor context_lengths, "
@@ -49,11 +52,24 @@ def plugin_fields(config: LogQuantConfig, layer_idx: int, num_q_heads: int, num_
     return fields
 
 
+def plugin_config_problems(config: LogQuantConfig) -> list[str]:
+    """Why the plugin would refuse this config (its dtype and upper bounds); empty when it accepts it."""
+    values = config.to_dict()
+    found = [f"{name}={values[name]} exceeds the plugin's maximum {limit}"
+             for name, limit in PLUGIN_MAXIMA.items() if values[name] > limit]
+    if config.dtype not in PLUGIN_DTYPES:
+        found.append(f"dtype={config.dtype!r}: the plugin takes {', '.join(PLUGIN_DTYPES)}")
+    return found
+
+
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: torch.Tensor | int | str
                ) -> tuple[torch.Tensor, ...]:
     from logquant_trt.reference.paged import PagedLayer
     from logquant_trt.reference.paged_step import attention_step
 
+    # The reference lays caches out on the CPU (reference.paged.to_paged): run there, hand back on q's device.
+    device = q.device
+    q, k, v, *args = (a.cpu() if isinstance(a, torch.Tensor) else a for a in (q, k, v, *args))
     cache = dict(zip(CACHE_INPUTS, args[:len(CACHE_INPUTS)]))
     context_lengths = args[len(CACHE_INPUTS)]
     fields = dict(zip(FIELDS, args[len(CACHE_INPUTS) + 1:]))
@@ -64,7 +80,7 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: torch.T
     out, new = attention_step(q, k, v, PagedLayer(config, **cache), context_lengths, int(fields["layer_idx"]))
     for name in ("k_codes", "v_codes"):
         setattr(new, name, getattr(new, name).view(torch.int8))
-    return (out, *(getattr(new, n) for n in CACHE_OUTPUTS))
+    return tuple(t.to(device) for t in (out, *(getattr(new, n) for n in CACHE_OUTPUTS)))
 
 
 attention = torch.library.custom_op("logquant::attention", _attention, mutates_args=(), schema=_SCHEMA)
