@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from logquant_trt.config import LogQuantConfig
-from logquant_trt.format import MASK_WORD_BITS
+from logquant_trt.reference.paged import pack_mask_bits
 
 MODELS = {  # name: (query heads, KV heads, head_dim)
     "llama3-8b": (32, 8, 128),
@@ -162,9 +162,7 @@ def synthesize(config: LogQuantConfig, batch: int, length: int, heads: int, head
                         if p not in hidden:
                             valid_retained += 1
                             dup[block_table[b, p // g], h, p % g] = True
-    weights = torch.tensor([1 << i for i in range(MASK_WORD_BITS)], dtype=torch.int64)
-    words = (dup.view(num_pages, heads, g // MASK_WORD_BITS, MASK_WORD_BITS).long() * weights).sum(-1)
-    dup_mask = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    dup_mask = pack_mask_bits(dup)
 
     t_cap = config.tail_capacity()
     cache = SimpleNamespace(

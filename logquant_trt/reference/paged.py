@@ -123,7 +123,7 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
         tail_len = s.length - s.sealed_length
         if tail_len > t_cap:
             raise ValueError(f"tail of {tail_len} tokens exceeds tail_capacity()={t_cap}")
-        slots = torch.arange(s.sealed_length, s.length) % t_cap
+        slots = tail_slots(s.sealed_length, s.length, t_cap)
         tail_k[b, :, slots], tail_v[b, :, slots] = s.tail_k[0].cpu(), s.tail_v[0].cpu()
         for h in range(heads):
             _fill_retained_regions(s, h, ret_pos[b, h], ret_k[b, h], ret_v[b, h])
@@ -132,6 +132,11 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
         num_sealed=torch.tensor([s.num_sealed for s in states], dtype=torch.int32),
         seq_len=torch.tensor([s.length for s in states], dtype=torch.int32),
         tail_k=tail_k, tail_v=tail_v, retained_pos=ret_pos, retained_k=ret_k, retained_v=ret_v)
+
+
+def tail_slots(start: int, end: int, capacity: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Ring slots of tail positions [start, end): position p lives in slot p % T (§4.3)."""
+    return torch.arange(start, end, device=device) % capacity
 
 
 def encode_shadowed(position: int) -> int:
@@ -176,7 +181,7 @@ def paged_attention(q: torch.Tensor, paged: PagedLayer, scale: float | None = No
         quant_k, quant_v = dequantize_blocks(blocks)
         masked = unpack_mask_bits(paged.dup_mask[pages])  # [n, H, G]
         masked = masked.permute(1, 0, 2).reshape(1, masked.shape[1], sealed * g)
-        slots = torch.arange(sealed * g, length, device=q.device) % paged.tail_k.shape[2]
+        slots = tail_slots(sealed * g, length, paged.tail_k.shape[2], q.device)
         valid = paged.retained_pos[b:b + 1] >= 0
         outputs.append(mixed_attention(
             q[b:b + 1], quant_k, quant_v, masked,

@@ -19,7 +19,7 @@ from logquant_trt.reference.attention import dense_attention
 from logquant_trt.reference.blocks import QuantizedBlocks, dequantize_blocks
 from logquant_trt.reference.layer_state import LayerKVState
 from logquant_trt.reference.outlier_pool import key_l1_scores
-from logquant_trt.reference.paged import PagedLayer, paged_attention, to_paged
+from logquant_trt.reference.paged import PagedLayer, paged_attention, tail_slots, to_paged
 from logquant_trt.reference.retention import LayerRetention
 
 PAGE_TENSORS = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
@@ -79,7 +79,7 @@ def layer_state_from_paged(paged: PagedLayer, b: int, layer_idx: int) -> LayerKV
         state.blocks = QuantizedBlocks(config.key_axis, *(getattr(paged, name)[pages].unsqueeze(0)
                                                            for name in PAGE_TENSORS[:4]))
         state._dequantized = dequantize_blocks(state.blocks)
-    slots = torch.arange(sealed * g, length) % paged.tail_k.shape[2]
+    slots = tail_slots(sealed * g, length, paged.tail_k.shape[2], paged.tail_k.device)
     state.tail_k, state.tail_v = paged.tail_k[b:b + 1, :, slots], paged.tail_v[b:b + 1, :, slots]
     state.policy = _retention_from_paged(paged, b, layer_idx, heads)
     state._last_sparse = state.policy.window.sparse
