@@ -45,7 +45,7 @@ def empty_paged(config: LogQuantConfig, batch: int, heads: int, head_dim: int, m
     """A zeroed cache of `batch` sequences with an identity block table of max_blocks pages each."""
     g, d, c = config.group_size, head_dim, config.channel_group(head_dim)
     dtype, pages, slots = getattr(torch, config.dtype), batch * max_blocks, max(config.retained_capacity(), 1)
-    shapes = _page_shapes(config.key_axis, heads, g, d, c)
+    shapes = page_shapes(config.key_axis, heads, g, d, c)
 
     def zeros(*shape: int, dtype: torch.dtype = dtype) -> torch.Tensor:
         return torch.zeros(shape, dtype=dtype, device=device)
@@ -94,7 +94,7 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
         raise ValueError(f"num_pages={num_pages} < {needed} sealed blocks")
     order = torch.randperm(num_pages, generator=generator)
     template = next((s.blocks for s in states if s.blocks is not None), None)
-    shapes = _page_shapes(config.key_axis, heads, g, d, config.channel_group(d))
+    shapes = page_shapes(config.key_axis, heads, g, d, config.channel_group(d))
     pool = [torch.zeros((num_pages, *shape), dtype=torch.uint8 if i % 2 == 0 else dtype)
             for i, shape in enumerate(shapes)]
     dup_mask = torch.zeros(num_pages, heads, g // MASK_WORD_BITS, dtype=torch.int32)
@@ -163,7 +163,8 @@ def _fill_retained_regions(state: LayerKVState, h: int, pos: torch.Tensor,
         offset += capacity
 
 
-def _page_shapes(axis: KeyAxis, heads: int, g: int, d: int, c: int) -> list[tuple[int, ...]]:
+def page_shapes(axis: KeyAxis, heads: int, g: int, d: int, c: int) -> list[tuple[int, ...]]:
+    """Per-page shapes of k_codes, k_params, v_codes, v_params (without the leading P)."""
     k_codes = (heads, d, g // 4) if axis is KeyAxis.CHANNEL else (heads, g, d // 4)
     k_params = (heads, d, 2) if axis is KeyAxis.CHANNEL else (heads, g, d // c, 2)
     return [k_codes, k_params, (heads, g, d // 4), (heads, g, d // c, 2)]

@@ -1,0 +1,268 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The generation engine: continuous batching over a fixed set of cache rows.
+
+Each `step()` admits waiting requests while a row and their pages are free (prefilling each one
+alone with SDPA, the prompt quantized on write, its first token sampled from the prefill), then runs
+one decode step over all rows (fused kernel, CUDA graph) and retires the requests that stopped. Pages
+for a request's whole budget (prompt + max_tokens) are taken at admission, so a running request
+never waits for memory; requests that do not fit wait in arrival order.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from logquant_trt.config import LogQuantConfig
+from logquant_trt.runtime.cache import CacheBackend, KVCache, default_backend
+from logquant_trt.runtime.decode_step import DecodeStep
+from logquant_trt.runtime.handle import RequestHandle
+from logquant_trt.runtime.model import DecoderModel
+from logquant_trt.runtime.pages import PageAllocator
+from logquant_trt.runtime.requests import FinishReason, RequestError, SamplingParams, check_prompt
+from logquant_trt.runtime.sampler import new_generator, sample_rows
+
+
+@dataclasses.dataclass
+class _Running:
+    handle: RequestHandle
+    params: SamplingParams
+    stop_ids: frozenset[int]
+    generator: torch.Generator | None
+    row: int = -1
+    pages: list[int] = dataclasses.field(default_factory=list)
+    generated: int = 0
+    last_token: int = -1
+
+    @property
+    def position(self) -> int:
+        """Position of last_token, the next decode input."""
+        return len(self.handle.prompt_token_ids) + self.generated - 1
+
+
+class GenerationEngine:
+    """Generates for many requests at once over one KV cache; thread-safe submit()."""
+
+    def __init__(self, model: DecoderModel, tokenizer: Any, cache_config: LogQuantConfig, *, max_batch: int = 16,
+                 max_seq_len: int = 2048, num_pages: int | None = None,
+                 backend: CacheBackend | str | None = None, cuda_graphs: bool = True) -> None:
+        for name, value in (("max_batch", max_batch), ("max_seq_len", max_seq_len)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if max_seq_len > model.shape.max_positions:
+            raise ValueError(f"max_seq_len={max_seq_len} exceeds the model's {model.shape.max_positions} positions")
+        if cache_config.dtype != str(model.dtype).removeprefix("torch."):
+            raise ValueError(f"cache_config.dtype={cache_config.dtype!r} must match the model dtype {model.dtype}")
+        self.model, self.tokenizer, self.cache_config = model, tokenizer, cache_config
+        self.max_batch, self.max_seq_len = max_batch, max_seq_len
+        self.vocab_size = model.shape.vocab_size
+        backend = default_backend(cache_config, model.device) if backend is None else CacheBackend.parse(backend)
+        cache_cls = backend.load()
+        if num_pages is None:
+            num_pages = max_batch * cache_cls.pages_for(cache_config, max_seq_len)
+        self.backend = backend
+        self.cache: KVCache = cache_cls(cache_config, model.shape, max_batch, max_seq_len, num_pages, model.device)
+        self.pages = PageAllocator(num_pages)
+        self._decode = DecodeStep(model, self.cache, cuda_graphs)
+        self._eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+        self._ids = itertools.count()
+        self._lock = threading.Condition()
+        self._waiting: collections.deque[_Running] = collections.deque()
+        self._rows: list[_Running | None] = [None] * max_batch
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    @classmethod
+    def from_pretrained(cls, model_path: str | Path | None = None, cache_config: LogQuantConfig | None = None, *,
+                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        **engine_args: Any) -> "GenerationEngine":
+        """An engine for an HF checkpoint directory (None: the embedded SmolLM2-135M).
+
+        dtype defaults to float16 on CUDA and float32 elsewhere; cache_config defaults to LogQuant+OTT
+        in that dtype.
+        """
+        from logquant_trt.models.checkpoint import load_model
+        from logquant_trt.models.embedded import ensure_embedded_model
+
+        device = torch.device(device)
+        dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+        path = Path(model_path) if model_path is not None else ensure_embedded_model()
+        hf_model, tokenizer = load_model(path, dtype=dtype, device="cpu")
+        model = DecoderModel.from_hf(hf_model, dtype=dtype, device=device)
+        del hf_model
+        dtype_name = str(dtype).removeprefix("torch.")
+        config = (cache_config or LogQuantConfig(dtype=dtype_name)).replace(dtype=dtype_name)
+        return cls(model, tokenizer, config, **engine_args)
+
+    # -- requests ---------------------------------------------------------------------------------------------
+
+    def submit(self, prompt_token_ids: Sequence[int], params: SamplingParams | None = None) -> RequestHandle:
+        """Queue a request; raises RequestError (naming the value) if it can never be served."""
+        params = params or SamplingParams()
+        if not isinstance(params, SamplingParams):
+            raise RequestError("params", params, "must be a SamplingParams")
+        prompt = check_prompt(prompt_token_ids, self.vocab_size)
+        total = len(prompt) + params.max_tokens
+        if total > self.max_seq_len:
+            raise RequestError("max_tokens", params.max_tokens,
+                               f"prompt ({len(prompt)} tokens) + max_tokens = {total} exceeds max_seq_len="
+                               f"{self.max_seq_len}")
+        needed = self.cache.pages_for(self.cache_config, total)
+        if needed > self.pages.num_pages:
+            raise RequestError("max_tokens", params.max_tokens,
+                               f"{total} tokens need {needed} pages; the pool has {self.pages.num_pages}")
+        stop_ids = set(params.stop_token_ids)
+        if self._eos is not None and not params.ignore_eos:
+            stop_ids.add(int(self._eos))
+        with self._lock:
+            if self._stopping:
+                raise RuntimeError("the engine is stopping; it accepts no new requests")
+            handle = RequestHandle(next(self._ids), prompt)
+            self._waiting.append(_Running(handle, params, frozenset(stop_ids), new_generator(params, self.model.device)))
+            self._lock.notify_all()
+        return handle
+
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams | None = None) -> list:
+        """Submit every prompt and wait for all results (steps the engine itself unless start() was called)."""
+        handles = [self.submit(p, params) for p in prompts]
+        if self._thread is None:
+            while not all(h.done for h in handles):
+                self.step()
+        return [h.result() for h in handles]
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._waiting) or any(r is not None for r in self._rows)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Admit what fits, decode one token for every running request, retire finished ones."""
+        with self._lock:
+            admitted = self._admit()
+        for running in admitted:
+            self._prefill(running)
+        busy = [r for r in self._rows if r is not None]
+        for running in busy:
+            if running.handle.cancelled:
+                self._retire(running, FinishReason.ABORTED)
+        busy = [r for r in self._rows if r is not None]
+        if not busy:
+            return
+        self._decode.set_inputs([r.row for r in busy], [r.last_token for r in busy], [r.position for r in busy])
+        logits = self._decode.run()
+        tokens = sample_rows(logits, [r.row for r in busy], [r.params for r in busy], [r.generator for r in busy])
+        for running, token in zip(busy, tokens):
+            self._emit(running, token)
+
+    def _admit(self) -> list[_Running]:
+        admitted = []
+        while self._waiting:
+            running = self._waiting[0]
+            if running.handle.cancelled:
+                self._waiting.popleft()
+                running.handle._finish(FinishReason.ABORTED)
+                continue
+            row = next((i for i, r in enumerate(self._rows) if r is None), None)
+            if row is None:
+                break
+            total = len(running.handle.prompt_token_ids) + running.params.max_tokens
+            pages = self.pages.allocate(self.cache.pages_for(self.cache_config, total))
+            if pages is None:
+                break
+            self._waiting.popleft()
+            running.row, running.pages = row, pages
+            self._rows[row] = running
+            admitted.append(running)
+        return admitted
+
+    def _prefill(self, running: _Running) -> None:
+        self.cache.assign(running.row, running.pages)
+        device = self.model.device
+        prompt = torch.tensor([running.handle.prompt_token_ids], dtype=torch.int64, device=device)
+        positions = torch.arange(prompt.shape[1], device=device)[None]
+        row = running.row
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return self.cache.prefill(row, layer, q, k, v)
+
+        logits = self.model.forward(prompt, positions, attend)
+        token = sample_rows(logits, [0], [running.params], [running.generator])[0]
+        self._emit(running, token)
+
+    def _emit(self, running: _Running, token: int) -> None:
+        running.handle._push(token)
+        running.generated += 1
+        running.last_token = token
+        if token in running.stop_ids:
+            self._retire(running, FinishReason.STOP)
+        elif running.generated >= running.params.max_tokens:
+            self._retire(running, FinishReason.LENGTH)
+
+    def _retire(self, running: _Running, reason: FinishReason) -> None:
+        self._rows[running.row] = None
+        self.cache.release(running.row)
+        self.pages.free(running.pages)
+        running.handle._finish(reason)
+
+    # -- background thread ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run step() on a background thread whenever there is work (for servers)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._loop, name="logquant-engine", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Stop the thread; requests not finished by then end as ABORTED."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        with self._lock:
+            self._thread = None
+            for running in [*self._waiting, *(r for r in self._rows if r is not None)]:
+                if running.row >= 0 and self._rows[running.row] is running:
+                    self._retire(running, FinishReason.ABORTED)
+                else:
+                    running.handle._finish(FinishReason.ABORTED)
+            self._waiting.clear()
+            self._stopping = False
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self.has_work and not self._stopping:
+                        self._lock.wait()
+                    if self._stopping:
+                        return
+                self.step()
+        except BaseException as error:  # fail every pending request rather than hang its caller
+            with self._lock:
+                for running in [*self._waiting, *(r for r in self._rows if r is not None)]:
+                    running.handle._fail(error)
+                self._waiting.clear()
+                self._rows = [None] * self.max_batch
+                self._thread = None
+            raise
+
+    def __enter__(self) -> "GenerationEngine":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
