@@ -142,7 +142,7 @@ class DecoderModel:
                   for _ in range(s.num_layers)]
         embed = normal(s.vocab_size, s.hidden_size)
         lm_head = embed if getattr(config, "tie_word_embeddings", False) else normal(s.vocab_size, s.hidden_size)
-        cos, sin = _rope_tables(LlamaRotaryEmbedding(config, device=device), shape, device, dtype)
+        cos, sin = _rope_tables(LlamaRotaryEmbedding(config), shape, device, dtype)
         return cls(shape, embed, layers, ones(s.hidden_size), lm_head, cos, sin, config.rms_norm_eps)
 
     # -- forward ----------------------------------------------------------------------------------------------

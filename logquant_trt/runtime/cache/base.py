@@ -78,6 +78,12 @@ class KVCache(abc.ABC):
             self.num_pages * self.bytes_per_page(self.config, self.shape)
 
 
+def block_bound(config: LogQuantConfig, length: int) -> int:
+    """Pages a quantized sequence of `length` tokens may need: its sealed blocks never pass the last
+    whole block, and the kernels may map one block ahead."""
+    return -(-length // config.group_size) if config.quantized else 0
+
+
 def causal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """A prompt's attention over its own unquantized K/V (docs/kv_format.md §5): SDPA, GQA-aware."""
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)

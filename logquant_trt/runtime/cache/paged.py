@@ -18,7 +18,7 @@ from logquant_trt.format import MASK_WORD_BITS
 from logquant_trt.ops.decode_attention import DecodeAttentionRunner
 from logquant_trt.ops.kv_write import append_decode, quantize_prefill
 from logquant_trt.reference.paged import PagedLayer, page_shapes
-from logquant_trt.runtime.cache.base import KVCache, causal_self_attention
+from logquant_trt.runtime.cache.base import KVCache, block_bound, causal_self_attention
 
 # PagedLayer fields with a leading row dimension, and the value an empty row holds.
 ROW_FIELDS = {"num_sealed": 0, "seq_len": 0, "tail_k": None, "tail_v": None, "retained_pos": -1,
@@ -49,7 +49,7 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype | None, cache_dtype: torc
 
 
 def max_blocks(config, max_seq_len: int) -> int:
-    return -(-max_seq_len // config.group_size)
+    return max(block_bound(config, max_seq_len), 1)
 
 
 class PagedKVCache(KVCache):
@@ -94,8 +94,7 @@ class PagedKVCache(KVCache):
 
     @classmethod
     def pages_for(cls, config, length: int) -> int:
-        # Sealed blocks never pass the last whole block; the kernels may map one block ahead.
-        return max_blocks(config, length)
+        return block_bound(config, length)
 
     # -- sequence slots ----------------------------------------------------------------------------------------
 

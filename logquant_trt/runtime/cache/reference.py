@@ -12,7 +12,7 @@ import torch
 
 from logquant_trt.reference.attention import dense_attention
 from logquant_trt.reference.layer_state import LayerKVState
-from logquant_trt.runtime.cache.base import KVCache, causal_self_attention
+from logquant_trt.runtime.cache.base import KVCache, block_bound, causal_self_attention
 
 
 class ReferenceKVCache(KVCache):
@@ -22,6 +22,11 @@ class ReferenceKVCache(KVCache):
         super().__init__(*args, **kwargs)
         self._states: list[list[LayerKVState] | None] = [None] * self.rows
         self._active_rows: list[int] = []
+
+    @classmethod
+    def pages_for(cls, config, length: int) -> int:
+        # Accounted as the paged layout would hold it, so admission behaves as on the GPU.
+        return block_bound(config, length)
 
     def assign(self, row: int, pages: list[int]) -> None:
         self._states[row] = [LayerKVState(self.config, layer) for layer in range(self.shape.num_layers)]
