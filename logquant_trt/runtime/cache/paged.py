@@ -48,6 +48,18 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype | None, cache_dtype: torc
     return count * (dtype or cache_dtype).itemsize
 
 
+def _stacked(layers: int, rows: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+             fill: int) -> torch.Tensor:
+    """[layers, rows, *shape] whose per-layer slices each start 16-byte aligned (the kernels' loads need it)."""
+    per_layer = rows
+    for n in shape:
+        per_layer *= n
+    align = 16 // dtype.itemsize
+    padded = -(-per_layer // align) * align
+    flat = torch.full((layers, padded), fill, dtype=dtype, device=device)
+    return flat[:, :per_layer].unflatten(1, (rows, *shape))
+
+
 def max_blocks(config, max_seq_len: int) -> int:
     return max(block_bound(config, max_seq_len), 1)
 
@@ -65,7 +77,8 @@ class PagedKVCache(KVCache):
             return torch.full((*lead, *shape), fill, dtype=dt or dtype, device=device)
 
         row_shapes = _row_shapes(self.config, self.shape, self.max_seq_len)
-        self._rows = {name: alloc((layers, rows), s, dt, ROW_FIELDS[name] or 0) for name, (s, dt) in row_shapes.items()}
+        self._rows = {name: _stacked(layers, rows, s, dt or dtype, device, ROW_FIELDS[name] or 0)
+                      for name, (s, dt) in row_shapes.items()}
         self._staging = {name: alloc((1,), s, dt, ROW_FIELDS[name] or 0) for name, (s, dt) in row_shapes.items()}
         names = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
         pages = [{n: alloc((self.num_pages,), s, dt) for n, (s, dt) in zip(names, _page_tensor_shapes(self.config, self.shape))}
