@@ -77,8 +77,9 @@ class DecoderModel:
 
     def weight_bytes(self) -> int:
         """Bytes one forward pass reads from weights (the tied LM head counted once)."""
-        tensors = [self.embed, self.norm, *(t for layer in self.layers for t in dataclasses.astuple(layer)
-                                            if t is not None)]
+        # Not dataclasses.astuple: it deep-copies every field, i.e. every weight, on the device.
+        tensors = [self.embed, self.norm, *(t for layer in self.layers for f in dataclasses.fields(layer)
+                                            if (t := getattr(layer, f.name)) is not None)]
         if self.lm_head.data_ptr() != self.embed.data_ptr():
             tensors.append(self.lm_head)
         return sum(t.numel() * t.element_size() for t in tensors)

@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: Apache-2.0
+"""HF transformers' own decode beside the runtime: LlamaForCausalLM, eager attention, a StaticCache.
+
+The model gets random fp16 weights drawn on the GPU (built on the meta device, then materialized: no 32 GB
+fp32 CPU copy), the StaticCache is sized for `rows` sequences of context + steps tokens and filled with random
+K/V as if every row held `context` tokens, and each step feeds one token per row at the next position.
+Eager attention repeats the KV heads (repeat_kv) for every layer, so it needs more transient memory than the
+cache it reads: on OOM the batch shrinks and the attempt is recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import torch
+
+
+@dataclasses.dataclass
+class HFResult:
+    context: int
+    requested_rows: int
+    rows: int
+    oom_fallbacks: list[int]
+    steps: int
+    step_ms_median: float
+    step_ms_all: list[float]
+    tokens_per_s: float
+    cache_bytes: int
+    attn_implementation: str = "eager"
+    cache: str = "StaticCache"
+    transformers_version: str = ""
+    error: str | None = None
+
+
+def random_hf_llama(config: Any, dtype: torch.dtype, device: torch.device, seed: int) -> torch.nn.Module:
+    """LlamaForCausalLM(config) with N(0, 0.02) weights and unit norms, drawn on `device`."""
+    from transformers import LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("meta"):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model = model.to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=generator)
+    # to_empty left the non-persistent inv_freq buffer uninitialized: rebuild the rotary module.
+    model.model.rotary_emb = LlamaRotaryEmbedding(config).to(device)
+    return model.eval()
+
+
+def _static_cache(config: Any, rows: int, context: int, max_cache_len: int, dtype: torch.dtype,
+                  device: torch.device, generator: torch.Generator) -> Any:
+    from transformers import StaticCache
+
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    cache = StaticCache(config=config, max_cache_len=max_cache_len)
+    cache.early_initialization(rows, config.num_key_value_heads, head_dim, dtype, device)
+    for layer in cache.layers:
+        layer.keys[:, :, :context].normal_(generator=generator)
+        layer.values[:, :, :context].normal_(generator=generator)
+        layer.cumulative_length.fill_(context)
+    return cache
+
+
+def _cache_bytes(cache: Any) -> int:
+    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(model: torch.nn.Module, cache: Any, rows: int, context: int, steps: int,
+                generator: torch.Generator) -> list[float]:
+    """Milliseconds of each of 1 + steps decode steps (the first is the warm-up)."""
+    device = next(model.parameters()).device
+    vocab = model.config.vocab_size
+    times = []
+    with torch.no_grad():
+        for i in range(steps + 1):
+            tokens = torch.randint(vocab, (rows, 1), device=device, generator=generator)
+            positions = torch.full((rows, 1), context + i, dtype=torch.int64, device=device)
+            _sync(device)
+            start = time.perf_counter()
+            model(input_ids=tokens, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            _sync(device)
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def run_hf_baseline(config: Any, rows: int, context: int, steps: int, seed: int = 0,
+                    dtype: torch.dtype = torch.float16, device: torch.device | str = "cuda") -> HFResult:
+    """Decode tokens/s of HF eager + StaticCache at `rows` x `context` (fewer rows if that OOMs)."""
+    import transformers
+
+    device = torch.device(device)
+    config._attn_implementation = "eager"
+    model = random_hf_llama(config, dtype, device, seed)
+    generator = torch.Generator(device=device).manual_seed(seed + 1)
+    requested, fallbacks = rows, []
+    try:
+        while rows >= 1:
+            cache = None
+            try:
+                cache = _static_cache(config, rows, context, context + steps + 2, dtype, device, generator)
+                times = _time_steps(model, cache, rows, context, steps, generator)
+                median = statistics.median(times[1:])
+                return HFResult(context, requested, rows, fallbacks, steps, median, times, rows / (median * 1e-3),
+                                _cache_bytes(cache), transformers_version=transformers.__version__)
+            except torch.OutOfMemoryError:
+                fallbacks.append(rows)
+                rows -= max(1, rows // 8)
+            finally:
+                del cache
+                _empty_cache(device)
+        return HFResult(context, requested, 0, fallbacks, steps, float("nan"), [], 0.0, 0,
+                        transformers_version=transformers.__version__, error="out of memory at every batch size")
+    finally:
+        del model
+        _empty_cache(device)
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
