@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`logquant-trt`: demo, eval, benchmarks and ONNX export."""
+"""`logquant-trt`: demo, eval, benchmarks, ONNX export and serving."""
 
 from __future__ import annotations
 
@@ -60,6 +60,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_bench(args: argparse.Namespace, rest: list[str]) -> int:
     if args.routine == "kernels":
         from logquant_trt.bench.kernels import main as routine
+    elif args.routine == "e2e":
+        from logquant_trt.bench.e2e import main as routine
     else:
         from logquant_trt.bench.prefill import main as routine
     return routine(rest) or 0
@@ -117,16 +119,33 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("eval", help="perplexity/KL/agreement/bytes of every policy")
     _add_eval_arguments(evaluate, num_tokens=4096, prefill=512, gen_tokens=32)
     bench = commands.add_parser("bench", help="benchmarks (extra arguments go to the routine)")
-    bench.add_argument("routine", choices=["kernels", "prefill"])
+    bench.add_argument("routine", choices=["kernels", "prefill", "e2e"])
+    commands.add_parser("check-runtime", add_help=False,
+                        help="GPU runtime perplexity vs the CPU reference (extra arguments go to the routine)")
     export = commands.add_parser("export", help="ONNX graph with the LogQuantAttention plugin node")
     add_export_arguments(export)
+    from logquant_trt.serve import commands as serve_commands
+
+    serve = commands.add_parser("serve", help="Triton Inference Server (PyTriton) with a text-generation model")
+    serve_commands.add_serve_arguments(serve)
+    client = commands.add_parser("client", help="send a prompt to `logquant-trt serve` with tritonclient")
+    serve_commands.add_client_arguments(client)
+    triton_repo = commands.add_parser("triton-repo", help="Triton model repository for a `make engine` TensorRT engine")
+    serve_commands.add_triton_repo_arguments(triton_repo)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bench":
         return _run_bench(args, rest)
+    if args.command == "check-runtime":
+        from logquant_trt.eval.runtime_check import main as check_runtime
+
+        return check_runtime(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "export":
         return _run_export(args)
+    if args.command in ("serve", "client", "triton-repo"):
+        return {"serve": serve_commands.run_serve, "client": serve_commands.run_client,
+                "triton-repo": serve_commands.run_triton_repo}[args.command](args)
     return _run_eval(args)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,11 +24,13 @@ import torch
 from logquant_trt.config import LogQuantConfig
 from logquant_trt.runtime.cache import CacheBackend, KVCache, default_backend
 from logquant_trt.runtime.decode_step import DecodeStep
-from logquant_trt.runtime.handle import RequestHandle
+from logquant_trt.runtime.handle import EngineError, RequestHandle
 from logquant_trt.runtime.model import DecoderModel
 from logquant_trt.runtime.pages import PageAllocator
 from logquant_trt.runtime.requests import FinishReason, RequestError, SamplingParams, check_prompt
 from logquant_trt.runtime.sampler import new_generator, sample_rows
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -78,6 +81,8 @@ class GenerationEngine:
         self._rows: list[_Running | None] = [None] * max_batch
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._stopped = False  # stop() was called and start() not since: submit() refuses
+        self._failure: BaseException | None = None  # the loop thread died of this: submit() refuses
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path | None = None, cache_config: LogQuantConfig | None = None, *,
@@ -109,6 +114,9 @@ class GenerationEngine:
         if not isinstance(params, SamplingParams):
             raise RequestError("params", params, "must be a SamplingParams")
         prompt = check_prompt(prompt_token_ids, self.vocab_size)
+        if len(prompt) >= self.max_seq_len:
+            raise RequestError("prompt_token_ids", f"<{len(prompt)} tokens>",
+                               f"the prompt leaves no room for a new token within max_seq_len={self.max_seq_len}")
         total = len(prompt) + params.max_tokens
         if total > self.max_seq_len:
             raise RequestError("max_tokens", params.max_tokens,
@@ -122,8 +130,10 @@ class GenerationEngine:
         if self._eos is not None and not params.ignore_eos:
             stop_ids.add(int(self._eos))
         with self._lock:
-            if self._stopping:
-                raise RuntimeError("the engine is stopping; it accepts no new requests")
+            if self._failure is not None:
+                raise EngineError(f"the engine failed and serves no more requests: {self._failure!r}")
+            if self._stopping or self._stopped:
+                raise EngineError("the engine is stopped; it accepts no new requests until start()")
             handle = RequestHandle(next(self._ids), prompt)
             self._waiting.append(_Running(handle, params, frozenset(stop_ids), new_generator(params, self.model.device)))
             self._lock.notify_all()
@@ -220,12 +230,15 @@ class GenerationEngine:
         with self._lock:
             if self._thread is not None:
                 return
-            self._stopping = False
+            if self._failure is not None:
+                raise EngineError(f"the engine failed and cannot restart: {self._failure!r}")
+            self._stopping = self._stopped = False
             self._thread = threading.Thread(target=self._loop, name="logquant-engine", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop the thread; requests not finished by then end as ABORTED."""
+        """Stop the thread; requests not finished by then end as ABORTED, and submit() refuses new ones until
+        start() is called again."""
         with self._lock:
             self._stopping = True
             self._lock.notify_all()
@@ -241,6 +254,7 @@ class GenerationEngine:
                     running.handle._finish(FinishReason.ABORTED)
             self._waiting.clear()
             self._stopping = False
+            self._stopped = True
 
     def _loop(self) -> None:
         try:
@@ -253,12 +267,13 @@ class GenerationEngine:
                 self.step()
         except BaseException as error:  # fail every pending request rather than hang its caller
             with self._lock:
+                self._failure = error
                 for running in [*self._waiting, *(r for r in self._rows if r is not None)]:
                     running.handle._fail(error)
                 self._waiting.clear()
                 self._rows = [None] * self.max_batch
                 self._thread = None
-            raise
+            logger.exception("the generation loop failed; pending requests were failed")
 
     def __enter__(self) -> "GenerationEngine":
         self.start()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from logquant_trt.hf import LogQuantCache
-from logquant_trt.runtime import FinishReason, GenerationEngine, RequestError, SamplingParams
+from logquant_trt.runtime import EngineError, FinishReason, GenerationEngine, RequestError, SamplingParams
 from logquant_trt.runtime.model import DecoderModel
 
 GREEDY = SamplingParams(max_tokens=12, ignore_eos=True)
@@ -86,7 +86,7 @@ def test_stop_conditions(model, tokenizer, small_config) -> None:
     ([1, 2, 300], GREEDY, "prompt_token_ids"),
     ("hello", GREEDY, "prompt_token_ids"),
     ([1] * 150, SamplingParams(max_tokens=11), "max_tokens"),
-    ([1] * 161, SamplingParams(max_tokens=1), "max_tokens"),
+    ([1] * 160, SamplingParams(max_tokens=1), "prompt_token_ids"),
 ])
 def test_bad_requests_name_the_value(model, tokenizer, small_config, prompt, params, field) -> None:
     eng = engine(model, tokenizer, small_config("kivi"))
@@ -144,6 +144,26 @@ def test_background_thread_streams_and_stops(model, tokenizer, small_config) -> 
     eng.stop()
     assert handle.result(timeout=10).finish_reason in (FinishReason.ABORTED, FinishReason.LENGTH)
     assert not eng.has_work and eng.pages.num_free == eng.pages.num_pages
+    with pytest.raises(EngineError, match="stopped"):  # nothing would ever run it
+        eng.submit(batch[0], GREEDY)
+    eng.start()
+    assert eng.submit(batch[0], GREEDY).result(timeout=60).token_ids == expected[0]
+    eng.stop()
+
+
+def test_a_failed_loop_fails_its_requests_and_refuses_new_ones(model, tokenizer, small_config) -> None:
+    eng = engine(model, tokenizer, small_config("kivi"))
+
+    def broken_step() -> None:
+        raise RuntimeError("device lost")
+
+    eng.step = broken_step
+    eng.start()
+    handle = eng.submit(prompts(1)[0], GREEDY)
+    with pytest.raises(EngineError, match="device lost"):
+        handle.result(timeout=10)
+    with pytest.raises(EngineError, match="device lost"):
+        eng.submit(prompts(1)[0], GREEDY)
 
 
 def test_cancel(model, tokenizer, small_config) -> None:
