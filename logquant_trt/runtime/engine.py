@@ -22,8 +22,7 @@ from typing import Any
 import torch
 
 from logquant_trt.config import LogQuantConfig
-from logquant_trt.runtime.cache import CacheBackend, KVCache, default_backend
-from logquant_trt.runtime.decode_step import DecodeStep
+from logquant_trt.runtime.executor import Executor, ModelExecutor
 from logquant_trt.runtime.handle import EngineError, RequestHandle
 from logquant_trt.runtime.model import DecoderModel
 from logquant_trt.runtime.pages import PageAllocator
@@ -53,36 +52,29 @@ class _Running:
 class GenerationEngine:
     """Generates for many requests at once over one KV cache; thread-safe submit()."""
 
-    def __init__(self, model: DecoderModel, tokenizer: Any, cache_config: LogQuantConfig, *, max_batch: int = 16,
-                 max_seq_len: int = 2048, num_pages: int | None = None,
-                 backend: CacheBackend | str | None = None, cuda_graphs: bool = True) -> None:
-        for name, value in (("max_batch", max_batch), ("max_seq_len", max_seq_len)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if max_seq_len > model.shape.max_positions:
-            raise ValueError(f"max_seq_len={max_seq_len} exceeds the model's {model.shape.max_positions} positions")
-        if cache_config.dtype != str(model.dtype).removeprefix("torch."):
-            raise ValueError(f"cache_config.dtype={cache_config.dtype!r} must match the model dtype {model.dtype}")
-        self.model, self.tokenizer, self.cache_config = model, tokenizer, cache_config
-        self.max_batch, self.max_seq_len = max_batch, max_seq_len
-        self.vocab_size = model.shape.vocab_size
-        backend = default_backend(cache_config, model.device) if backend is None else CacheBackend.parse(backend)
-        cache_cls = backend.load()
-        if num_pages is None:
-            num_pages = max_batch * cache_cls.pages_for(cache_config, max_seq_len)
-        self.backend = backend
-        self.cache: KVCache = cache_cls(cache_config, model.shape, max_batch, max_seq_len, num_pages, model.device)
-        self.pages = PageAllocator(num_pages)
-        self._decode = DecodeStep(model, self.cache, cuda_graphs)
+    def __init__(self, executor: Executor, tokenizer: Any) -> None:
+        """executor: the model and its cache (ModelExecutor, or serve's PagedGraphExecutor); tokenizer: anything
+        with an eos_token_id (or None)."""
+        self.executor, self.tokenizer = executor, tokenizer
+        self.max_batch, self.max_seq_len = executor.max_batch, executor.max_seq_len
+        self.vocab_size = executor.vocab_size
+        self.pages = PageAllocator(executor.num_pages)
         self._eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
         self._ids = itertools.count()
         self._lock = threading.Condition()
         self._waiting: collections.deque[_Running] = collections.deque()
-        self._rows: list[_Running | None] = [None] * max_batch
+        self._rows: list[_Running | None] = [None] * self.max_batch
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._stopped = False  # stop() was called and start() not since: submit() refuses
         self._failure: BaseException | None = None  # the loop thread died of this: submit() refuses
+
+    @classmethod
+    def from_model(cls, model: DecoderModel, tokenizer: Any, cache_config: LogQuantConfig,
+                   **executor_args: Any) -> "GenerationEngine":
+        """An engine over the runtime's DecoderModel; executor_args go to ModelExecutor (max_batch, max_seq_len,
+        num_pages, backend, cuda_graphs)."""
+        return cls(ModelExecutor(model, cache_config, **executor_args), tokenizer)
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path | None = None, cache_config: LogQuantConfig | None = None, *,
@@ -104,7 +96,7 @@ class GenerationEngine:
         del hf_model
         dtype_name = str(dtype).removeprefix("torch.")
         config = (cache_config or LogQuantConfig(dtype=dtype_name)).replace(dtype=dtype_name)
-        return cls(model, tokenizer, config, **engine_args)
+        return cls.from_model(model, tokenizer, config, **engine_args)
 
     # -- requests ---------------------------------------------------------------------------------------------
 
@@ -117,12 +109,16 @@ class GenerationEngine:
         if len(prompt) >= self.max_seq_len:
             raise RequestError("prompt_token_ids", f"<{len(prompt)} tokens>",
                                f"the prompt leaves no room for a new token within max_seq_len={self.max_seq_len}")
+        limit = self.executor.max_prompt
+        if limit is not None and len(prompt) > limit:
+            raise RequestError("prompt_token_ids", f"<{len(prompt)} tokens>",
+                               f"the model takes prompts of at most {limit} tokens")
         total = len(prompt) + params.max_tokens
         if total > self.max_seq_len:
             raise RequestError("max_tokens", params.max_tokens,
                                f"prompt ({len(prompt)} tokens) + max_tokens = {total} exceeds max_seq_len="
                                f"{self.max_seq_len}")
-        needed = self.cache.pages_for(self.cache_config, total)
+        needed = self.executor.pages_for(total)
         if needed > self.pages.num_pages:
             raise RequestError("max_tokens", params.max_tokens,
                                f"{total} tokens need {needed} pages; the pool has {self.pages.num_pages}")
@@ -135,7 +131,8 @@ class GenerationEngine:
             if self._stopping or self._stopped:
                 raise EngineError("the engine is stopped; it accepts no new requests until start()")
             handle = RequestHandle(next(self._ids), prompt)
-            self._waiting.append(_Running(handle, params, frozenset(stop_ids), new_generator(params, self.model.device)))
+            generator = new_generator(params, self.executor.device)
+            self._waiting.append(_Running(handle, params, frozenset(stop_ids), generator))
             self._lock.notify_all()
         return handle
 
@@ -167,8 +164,7 @@ class GenerationEngine:
         busy = [r for r in self._rows if r is not None]
         if not busy:
             return
-        self._decode.set_inputs([r.row for r in busy], [r.last_token for r in busy], [r.position for r in busy])
-        logits = self._decode.run()
+        logits = self.executor.decode([r.row for r in busy], [r.last_token for r in busy], [r.position for r in busy])
         tokens = sample_rows(logits, [r.row for r in busy], [r.params for r in busy], [r.generator for r in busy])
         for running, token in zip(busy, tokens):
             self._emit(running, token)
@@ -185,7 +181,7 @@ class GenerationEngine:
             if row is None:
                 break
             total = len(running.handle.prompt_token_ids) + running.params.max_tokens
-            pages = self.pages.allocate(self.cache.pages_for(self.cache_config, total))
+            pages = self.pages.allocate(self.executor.pages_for(total))
             if pages is None:
                 break
             self._waiting.popleft()
@@ -195,17 +191,8 @@ class GenerationEngine:
         return admitted
 
     def _prefill(self, running: _Running) -> None:
-        self.cache.assign(running.row, running.pages)
-        device = self.model.device
-        prompt = torch.tensor([running.handle.prompt_token_ids], dtype=torch.int64, device=device)
-        positions = torch.arange(prompt.shape[1], device=device)[None]
-        row = running.row
-
-        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return self.cache.prefill(row, layer, q, k, v)
-
-        logits = self.model.forward(prompt, positions, attend)
-        token = sample_rows(logits, [0], [running.params], [running.generator])[0]
+        logits = self.executor.prefill(running.row, running.pages, running.handle.prompt_token_ids)
+        token = sample_rows(logits[None], [0], [running.params], [running.generator])[0]
         self._emit(running, token)
 
     def _emit(self, running: _Running, token: int) -> None:
@@ -219,7 +206,7 @@ class GenerationEngine:
 
     def _retire(self, running: _Running, reason: FinishReason) -> None:
         self._rows[running.row] = None
-        self.cache.release(running.row)
+        self.executor.release(running.row)
         self.pages.free(running.pages)
         running.handle._finish(reason)
 

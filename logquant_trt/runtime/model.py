@@ -139,7 +139,8 @@ class DecoderModel:
         layers = [LayerWeights(ones(s.hidden_size), normal(qkv_rows, s.hidden_size),
                                normal(qkv_rows) if SUPPORTED_MODEL_TYPES[config.model_type] else None,
                                normal(s.hidden_size, s.num_q_heads * s.head_dim), ones(s.hidden_size),
-                               normal(2 * s.intermediate_size, s.hidden_size), normal(s.hidden_size, s.intermediate_size))
+                               normal(2 * s.intermediate_size, s.hidden_size),
+                               normal(s.hidden_size, s.intermediate_size))
                   for _ in range(s.num_layers)]
         embed = normal(s.vocab_size, s.hidden_size)
         lm_head = embed if getattr(config, "tie_word_embeddings", False) else normal(s.vocab_size, s.hidden_size)

@@ -3,12 +3,12 @@
 
 UNVERIFIED: written against the TensorRT 10 Python API and Triton's Python backend, but never run: the
 project's machines have no TensorRT (NOTES §2). What is tested without TensorRT: this file compiles, and
-the generation loop it drives (slot_generator.SlotGenerator) runs on the CPU with PagedCausalLM, the
-engine's own graph in PyTorch, in place of TensorRTStep (tests/serve/test_slot_generator.py).
+the generation loop it drives (runtime.GenerationEngine over paged_graph_executor) runs on the CPU with
+PagedCausalLM, the engine's own graph in PyTorch, in place of TensorRTStep (tests/serve/test_paged_graph_executor.py).
 
 Per instance (one GPU): load the plugin library (LogQuantAttention registers through
 IPluginRegistry::loadLibrary, not at dlopen: docs/plugin.md), deserialize the engine, allocate the
-paged cache for max_batch slots, and run SlotGenerator on a thread. The model is decoupled: execute()
+paged cache for max_batch slots, and run a GenerationEngine on a thread. The model is decoupled: execute()
 hands each request to the generator and returns; a thread per request sends a response per token and
 a final one with finish_reason (the protocol of `logquant_generate_stream`, logquant_trt/serve/protocol.py).
 
@@ -32,7 +32,7 @@ except ImportError:  # imported elsewhere (tests compile and inspect this file)
 
 
 class TensorRTStep:
-    """The engine as a slot_generator.StepFn: binds the caller's tensors, runs in place on one CUDA stream."""
+    """The engine as a paged_graph_executor.StepFn: binds the caller's tensors, runs in place on one CUDA stream."""
 
     def __init__(self, engine_path: str, plugin_library: str, device: Any) -> None:
         import tensorrt as trt
@@ -55,7 +55,7 @@ class TensorRTStep:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        # The cache argument's order (slot_generator.SlotCache.views): layer by layer, CACHE_INPUTS within a layer,
+        # The cache argument's order (paged_graph_executor.SlotCache.views): layer by layer, CACHE_INPUTS within a layer,
         # named as logquant_trt.export names the graph inputs. Built from names, not the engine's I/O order.
         layers = sum(n.startswith("past.") for n in self.inputs) // len(CACHE_INPUTS)
         self.cache_inputs = [f"past.{i}.{name}" for i in range(layers) for name in CACHE_INPUTS]
@@ -99,7 +99,8 @@ class TritonPythonModel:
 
         from logquant_trt.config import LogQuantConfig
         from logquant_trt.ops.logquant_attention import LayerCache
-        from logquant_trt.serve.slot_generator import SlotCache, SlotGenerator
+        from logquant_trt.runtime import GenerationEngine
+        from logquant_trt.serve.paged_graph_executor import PagedGraphExecutor, SlotCache
 
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
@@ -116,9 +117,10 @@ class TritonPythonModel:
         layers = [LayerCache.empty(cache_config, max_batch, geometry["num_kv_heads"], geometry["head_dim"], blocks,
                                    self.device) for _ in range(geometry["num_layers"])]
         self.tokenizer = AutoTokenizer.from_pretrained(params["tokenizer_dir"])
-        self.generator = SlotGenerator(self.step, SlotCache(layers), max_seq_len=max_seq_len,
-                                       max_prompt=int(params["max_prompt"]), vocab_size=self.step.vocab_size,
-                                       eos_token_id=self.tokenizer.eos_token_id, device=self.device)
+        executor = PagedGraphExecutor(self.step, SlotCache(layers), max_seq_len=max_seq_len,
+                                      max_prompt=int(params["max_prompt"]), vocab_size=self.step.vocab_size,
+                                      device=self.device)
+        self.generator = GenerationEngine(executor, self.tokenizer)
         self.generator.start()
         self.input_names = [spec["name"] for spec in config["input"]]
         self.logger = pb_utils.Logger

@@ -33,7 +33,7 @@ def model(hf):
 def engine(model, tokenizer, config, **kwargs) -> GenerationEngine:
     kwargs.setdefault("max_batch", 4)
     kwargs.setdefault("max_seq_len", 160)
-    return GenerationEngine(model, tokenizer, config, **kwargs)
+    return GenerationEngine.from_model(model, tokenizer, config, **kwargs)
 
 
 @pytest.mark.parametrize("policy", ["fp16", "kivi", "logquant_ott"])

@@ -45,15 +45,15 @@ def test_cuda_graph_replay_equals_eager(model, tokenizer, small_config, policy) 
     config = small_config(policy, dtype="float16")
     prompts = tokens(5, 60, seed=1).tolist()
     params = SamplingParams(max_tokens=50, ignore_eos=True)
-    graphed = GenerationEngine(model, tokenizer, config, max_batch=4, max_seq_len=128).generate(prompts, params)
-    eager = GenerationEngine(model, tokenizer, config, max_batch=4, max_seq_len=128,
-                             cuda_graphs=False).generate(prompts, params)
-    assert [r.token_ids for r in graphed] == [r.token_ids for r in eager]
+    graphed = GenerationEngine.from_model(model, tokenizer, config, max_batch=4, max_seq_len=128)
+    eager = GenerationEngine.from_model(model, tokenizer, config, max_batch=4, max_seq_len=128, cuda_graphs=False)
+    assert [r.token_ids for r in graphed.generate(prompts, params)] == \
+        [r.token_ids for r in eager.generate(prompts, params)]
 
 
 def test_outputs_do_not_depend_on_the_batch(model, tokenizer, small_config) -> None:
-    engine = GenerationEngine(model, tokenizer, small_config("logquant_ott", dtype="float16"), max_batch=4,
-                              max_seq_len=160)
+    engine = GenerationEngine.from_model(model, tokenizer, small_config("logquant_ott", dtype="float16"),
+                                         max_batch=4, max_seq_len=160)
     prompts = [p[:n] for p, n in zip(tokens(6, 90, seed=2).tolist(), (5, 90, 33, 64, 17, 71))]
     for params in (SamplingParams(max_tokens=40, ignore_eos=True),
                    SamplingParams(max_tokens=40, temperature=1.0, top_p=0.95, seed=4, ignore_eos=True)):

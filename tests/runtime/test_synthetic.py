@@ -59,6 +59,7 @@ def test_fill_matches_a_prefill_and_keeps_the_invariants(policy: str, length: in
                     assert unpack_mask_bits(layer.dup_mask[int(layer.block_table[b, p // g]), h])[p % g]
         assert int(unpack_mask_bits(layer.dup_mask).sum()) == int(valid.sum())
     # The functional reference accepts the layout and steps it.
-    q, k, v = torch.randn(ROWS, 4, 1, HEAD_DIM), torch.randn(ROWS, HEADS, 1, HEAD_DIM), torch.randn(ROWS, HEADS, 1, HEAD_DIM)
+    q = torch.randn(ROWS, 4, 1, HEAD_DIM)
+    k, v = torch.randn(ROWS, HEADS, 1, HEAD_DIM), torch.randn(ROWS, HEADS, 1, HEAD_DIM)
     out, new = attention_step(q, k, v, layers[-1], torch.ones(ROWS, dtype=torch.int32), LAYERS - 1)
     assert torch.isfinite(out).all() and new.seq_len.tolist() == [length + 1] * ROWS

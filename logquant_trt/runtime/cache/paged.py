@@ -81,7 +81,8 @@ class PagedKVCache(KVCache):
                       for name, (s, dt) in row_shapes.items()}
         self._staging = {name: alloc((1,), s, dt, ROW_FIELDS[name] or 0) for name, (s, dt) in row_shapes.items()}
         names = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
-        pages = [{n: alloc((self.num_pages,), s, dt) for n, (s, dt) in zip(names, _page_tensor_shapes(self.config, self.shape))}
+        per_page = _page_tensor_shapes(self.config, self.shape)
+        pages = [{n: alloc((self.num_pages,), s, dt) for n, (s, dt) in zip(names, per_page)}
                  for _ in range(layers)]
         self.block_table = torch.full((rows, max_blocks(self.config, self.max_seq_len)), -1, dtype=torch.int32,
                                       device=device)

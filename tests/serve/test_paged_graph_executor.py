@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The generation loop of the Triton TensorRT model (slot_generator.SlotGenerator), run without TensorRT.
+"""The Triton TensorRT model's generation (GenerationEngine over PagedGraphExecutor), run without TensorRT.
 
 The engine is PagedCausalLM exported to ONNX and built; PagedCausalLM itself, eager on the CPU, has the same
 inputs, outputs and cache contract, so it stands in for TensorRTStep here. Checked: continuous batching with
@@ -17,8 +17,8 @@ import torch
 from logquant_trt.config import LogQuantConfig
 from logquant_trt.models.embedded import load_embedded_model
 from logquant_trt.models.paged_lm import PagedCausalLM, greedy_generate
-from logquant_trt.runtime.requests import FinishReason, RequestError, SamplingParams
-from logquant_trt.serve.slot_generator import SlotCache, SlotGenerator, torch_step
+from logquant_trt.runtime import EngineError, FinishReason, GenerationEngine, RequestError, SamplingParams
+from logquant_trt.serve.paged_graph_executor import PagedGraphExecutor, SlotCache, torch_step
 
 SLOTS, MAX_SEQ_LEN, MAX_PROMPT = 2, 64, 48
 CONFIG = LogQuantConfig(policy="logquant_ott", group_size=32, window=32, residual=32, dtype="float32")
@@ -30,13 +30,14 @@ def lm_and_tokenizer() -> tuple[PagedCausalLM, Any]:
     return PagedCausalLM(model, CONFIG), tokenizer
 
 
-def make_generator(lm: PagedCausalLM, tokenizer: Any) -> SlotGenerator:
-    return SlotGenerator(torch_step(lm), SlotCache(lm.empty_cache(SLOTS, MAX_SEQ_LEN)), max_seq_len=MAX_SEQ_LEN,
-                         max_prompt=MAX_PROMPT, vocab_size=lm.model.config.vocab_size,
-                         eos_token_id=tokenizer.eos_token_id, device="cpu")
+def make_generator(lm: PagedCausalLM, tokenizer: Any) -> GenerationEngine:
+    executor = PagedGraphExecutor(torch_step(lm), SlotCache(lm.empty_cache(SLOTS, MAX_SEQ_LEN)),
+                                  max_seq_len=MAX_SEQ_LEN, max_prompt=MAX_PROMPT, vocab_size=lm.model.config.vocab_size,
+                                  device="cpu")
+    return GenerationEngine(executor, tokenizer)
 
 
-def run_all(generator: SlotGenerator, handles: list[Any]) -> list[tuple[int, ...]]:
+def run_all(generator: GenerationEngine, handles: list[Any]) -> list[tuple[int, ...]]:
     while generator.has_work:
         generator.step()
     return [h.result().token_ids for h in handles]
@@ -65,15 +66,15 @@ def test_batched_equals_alone_and_greedy_generate(lm_and_tokenizer: tuple[PagedC
 
 def test_capacity_errors_name_the_value(lm_and_tokenizer: tuple[PagedCausalLM, Any]) -> None:
     generator = make_generator(*lm_and_tokenizer)
-    with pytest.raises(RequestError, match=f"prompt_token_ids='{MAX_PROMPT + 1} tokens'"):
+    with pytest.raises(RequestError, match=f"prompt_token_ids='<{MAX_PROMPT + 1} tokens>'"):
         generator.submit([5] * (MAX_PROMPT + 1), SamplingParams(max_tokens=1))
     with pytest.raises(RequestError, match=f"max_tokens=60 .* exceeds max_seq_len={MAX_SEQ_LEN}"):
         generator.submit([5] * 10, SamplingParams(max_tokens=60))
     with pytest.raises(RequestError, match="prompt_token_ids=-3"):
         generator.submit([1, -3], SamplingParams(max_tokens=1))
     with pytest.raises(ValueError, match="max_seq_len=65 exceeds the cache's 64 tokens per slot"):
-        SlotGenerator(torch_step(lm_and_tokenizer[0]), SlotCache(lm_and_tokenizer[0].empty_cache(1, MAX_SEQ_LEN)),
-                      max_seq_len=MAX_SEQ_LEN + 1, max_prompt=8, vocab_size=10, eos_token_id=None, device="cpu")
+        PagedGraphExecutor(torch_step(lm_and_tokenizer[0]), SlotCache(lm_and_tokenizer[0].empty_cache(1, MAX_SEQ_LEN)),
+                           max_seq_len=MAX_SEQ_LEN + 1, max_prompt=8, vocab_size=10, device="cpu")
 
 
 def test_thread_streams_and_stop_aborts(lm_and_tokenizer: tuple[PagedCausalLM, Any]) -> None:
@@ -89,5 +90,5 @@ def test_thread_streams_and_stop_aborts(lm_and_tokenizer: tuple[PagedCausalLM, A
         generator.stop()
     assert all(h.result(timeout=1).finish_reason in (FinishReason.ABORTED, FinishReason.LENGTH) for h in pending)
     assert any(h.result().finish_reason is FinishReason.ABORTED for h in pending)
-    with pytest.raises(RuntimeError, match="stopping"):
+    with pytest.raises(EngineError, match="stopped"):
         generator.submit([504, 28], SamplingParams(max_tokens=1))

@@ -1,0 +1,112 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The runtime's scheduler over the exported graph's contract, for the TensorRT engine in Triton.
+
+The engine of `make engine` is PagedCausalLM: (input_ids, position_ids, context_lengths, cache) ->
+logits, with the cache updated in place (docs/export.md, docs/plugin.md). `PagedGraphExecutor` is a
+runtime Executor for any step function with that contract, so GenerationEngine batches it
+continuously: TensorRT in the Triton Python backend (trt_python_model.py), or PagedCausalLM itself on
+the CPU, which is how the tests check it without TensorRT.
+
+Layout: one cache row (slot) per sequence, max_batch slots. Slot s owns the fixed pages
+[s*M, (s+1)*M) (the identity block table of LayerCache.empty), so no page allocator is needed;
+the per-sequence tensors of a slot are row s, contiguous, so a prefill binds views of row s alone.
+A decode step always runs every slot (idle ones reset to an empty cache and fed token 0): one
+static shape, and a row's arithmetic never depends on how many others are busy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from logquant_trt.ops.logquant_attention import CACHE_INPUTS, CACHE_OUTPUTS, LayerCache
+from logquant_trt.runtime.executor import Executor
+
+# step(input_ids [B, n] int64, position_ids [B, n] int64, context_lengths [B] int32, cache) -> logits [B, n, V];
+# cache: CACHE_INPUTS of layer 0, layer 1, ... for these B rows, updated in place by the step.
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]
+
+_PAGE_TENSORS = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
+
+
+class SlotCache:
+    """Every layer's cache tensors for max_batch slots (LayerCache.empty: identity block tables)."""
+
+    def __init__(self, layers: list[LayerCache]) -> None:
+        self.layers = [dict(zip(CACHE_INPUTS, layer.tensors)) for layer in layers]
+        table = self.layers[0]["block_table"]
+        self.num_slots, self.blocks_per_slot = table.shape
+
+    def views(self, start: int, stop: int) -> list[torch.Tensor]:
+        """The step's cache argument for slots [start, stop): pages whole, per-sequence tensors sliced."""
+        return [t if name in _PAGE_TENSORS else t[start:stop]
+                for layer in self.layers for name, t in layer.items()]
+
+    def reset(self, slot: int) -> None:
+        """Make slot empty (seq_len = num_sealed = 0, no retained tokens, no masked slots in its pages)."""
+        pages = self.layers[0]["block_table"][slot].long()
+        for layer in self.layers:
+            layer["seq_len"][slot] = 0
+            layer["num_sealed"][slot] = 0
+            layer["retained_pos"][slot] = -1
+            layer["dup_mask"][pages] = 0  # a page's masks are rewritten at its seal; zero them anyway
+
+
+def torch_step(lm: torch.nn.Module) -> StepFn:
+    """PagedCausalLM as a StepFn: it returns new cache tensors, which are copied back into the views."""
+
+    @torch.no_grad()
+    def step(input_ids: torch.Tensor, position_ids: torch.Tensor, context_lengths: torch.Tensor,
+             cache: list[torch.Tensor]) -> torch.Tensor:
+        logits, *new = lm(input_ids, position_ids, context_lengths, *cache)
+        width_in, width_out = len(CACHE_INPUTS), len(CACHE_OUTPUTS)
+        for layer in range(len(cache) // width_in):
+            views = dict(zip(CACHE_INPUTS, cache[layer * width_in:(layer + 1) * width_in]))
+            for name, tensor in zip(CACHE_OUTPUTS, new[layer * width_out:(layer + 1) * width_out]):
+                views[name].copy_(tensor)
+        return logits
+
+    return step
+
+
+class PagedGraphExecutor(Executor):
+    """The runtime's Executor over a StepFn: GenerationEngine schedules, the exported graph computes."""
+
+    def __init__(self, step: StepFn, cache: SlotCache, *, max_seq_len: int, max_prompt: int, vocab_size: int,
+                 device: torch.device | str) -> None:
+        capacity = cache.blocks_per_slot * _group_size(cache)
+        if max_seq_len > capacity:
+            raise ValueError(f"max_seq_len={max_seq_len} exceeds the cache's {capacity} tokens per slot")
+        self.step_fn, self.cache = step, cache
+        self.max_batch, self.max_seq_len, self.max_prompt = cache.num_slots, max_seq_len, max_prompt
+        self.vocab_size, self.device = vocab_size, torch.device(device)
+
+    def prefill(self, row: int, pages: list[int], prompt: tuple[int, ...]) -> torch.Tensor:
+        self.cache.reset(row)
+        n = len(prompt)
+        ids = torch.tensor([prompt], dtype=torch.int64, device=self.device)
+        positions = torch.arange(n, dtype=torch.int64, device=self.device)[None]
+        # The graph's prefill needs n > 1; a one-token prompt is a decode step on the empty row.
+        lengths = torch.full((1,), n, dtype=torch.int32, device=self.device)
+        return self.step_fn(ids, positions, lengths, self.cache.views(row, row + 1))[0, -1]
+
+    def decode(self, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
+        host_tokens = torch.zeros(self.max_batch, 1, dtype=torch.int64)
+        host_positions = torch.zeros(self.max_batch, 1, dtype=torch.int64)
+        for row, token, position in zip(rows, tokens, positions):
+            host_tokens[row, 0], host_positions[row, 0] = token, position
+        for row in set(range(self.max_batch)) - set(rows):
+            self.cache.reset(row)  # idle rows decode token 0 at position 0 into an empty cache
+        lengths = (host_positions[:, 0] + 1).to(torch.int32)  # not read by a decode step; set for clarity
+        logits = self.step_fn(host_tokens.to(self.device), host_positions.to(self.device), lengths.to(self.device),
+                              self.cache.views(0, self.max_batch))
+        return logits[:, 0]
+
+    def release(self, row: int) -> None:
+        self.cache.reset(row)
+
+
+def _group_size(cache: SlotCache) -> int:
+    # dup_mask is [pages, H, G/32]: the block size is 32 mask bits per word.
+    return cache.layers[0]["dup_mask"].shape[-1] * 32
