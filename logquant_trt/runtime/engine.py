@@ -68,6 +68,7 @@ class GenerationEngine:
         self._stopping = False
         self._stopped = False  # stop() was called and start() not since: submit() refuses
         self._failure: BaseException | None = None  # the loop thread died of this: submit() refuses
+        self.peak_batch = 0  # most requests decoded in one step (evidence of batching, for tests and logs)
 
     @classmethod
     def from_model(cls, model: DecoderModel, tokenizer: Any, cache_config: LogQuantConfig,
@@ -164,6 +165,7 @@ class GenerationEngine:
         busy = [r for r in self._rows if r is not None]
         if not busy:
             return
+        self.peak_batch = max(self.peak_batch, len(busy))
         logits = self.executor.decode([r.row for r in busy], [r.last_token for r in busy], [r.position for r in busy])
         tokens = sample_rows(logits, [r.row for r in busy], [r.params for r in busy], [r.generator for r in busy])
         for running, token in zip(busy, tokens):

@@ -53,6 +53,7 @@ def test_outputs_do_not_depend_on_the_batch(model, tokenizer, small_config, para
     eng = engine(model, tokenizer, small_config("logquant_ott"))
     batch = prompts(7)  # more than max_batch: some wait, rows are reused
     together = eng.generate(batch, params)
+    assert eng.peak_batch == 4  # every row decoded at once
     alone = [eng.generate([p], params)[0] for p in batch]
     assert [r.token_ids for r in together] == [r.token_ids for r in alone]
     assert len({r.token_ids for r in together}) == len(batch)  # no row copied another

@@ -128,11 +128,10 @@ def test_concurrent_clients_match_solo(server: Any, cases: list[Case],
     # Triton hands the engine as many requests at once as the model has instances (MAX_BATCH by default) ...
     assert server.service.peak_in_flight >= MAX_BATCH, f"at most {server.service.peak_in_flight} requests at once"
     assert server.service.in_flight == 0
-    # ... and the engine batches them. Served one at a time, the requests would take the sum of their solo latencies. The engine decodes up to
-    # MAX_BATCH of them per step (and every step costs the same on the CPU, busy rows or not), so the run takes
-    # a fraction of that; 0.5 leaves room for the per-row attention work and the prefills, which do not batch.
-    serial = sum(solo[tag][1] for tag, _ in outcomes)
-    assert wall < 0.5 * serial, f"{len(outcomes)} requests took {wall:.1f} s; one at a time: {serial:.1f} s"
+    # ... and the engine decodes them together (rows busy in one decode step), not one after another.
+    peak = server.service.engine.peak_batch
+    assert peak >= MAX_BATCH // 2, f"the engine decoded at most {peak} requests together"
+    print(f"{len(outcomes)} requests in {wall:.1f} s; {peak} decoded together at the peak")
 
 
 def test_stream_adds_up_to_solo(server: Any, cases: list[Case], solo: dict[str, tuple[Completion, float]]) -> None:
@@ -183,7 +182,7 @@ BAD_REQUESTS = (
     Bad("max_tokens_beyond_capacity", {"text_input": HELLO, "max_tokens": _i32(10_000)},
         ("max_tokens=10000", f"max_seq_len={MAX_SEQ_LEN}")),
     Bad("context_too_long", {"input_ids": _i64(*[504] * (MAX_SEQ_LEN + 1)), "max_tokens": _i32(1)},
-        (f"prompt ({MAX_SEQ_LEN + 1} tokens)", f"max_seq_len={MAX_SEQ_LEN}")),
+        (f"prompt_token_ids='<{MAX_SEQ_LEN + 1} tokens>'", f"max_seq_len={MAX_SEQ_LEN}")),
     Bad("token_id_out_of_vocab", {"input_ids": _i64(1, 999_999), "max_tokens": _i32(2)}, ("999999",)),
     Bad("token_id_negative", {"input_ids": _i64(-1), "max_tokens": _i32(2)}, ("prompt_token_ids=-1",)),
     Bad("both_prompts", {"text_input": HELLO, "input_ids": _i64(1, 2), "max_tokens": _i32(2)},
