@@ -81,13 +81,15 @@ def test_smollm2_perplexity_matches_the_cpu_reference() -> None:
             assert abs(check.relative_diff) < 0.02 and check.top1_agreement > 0.85, check
 
 
-def test_dense_flash_decode_matches_masked_sdpa(small_config) -> None:
+@pytest.mark.parametrize("key_splits", [1, 2, 3])
+def test_dense_flash_decode_matches_masked_sdpa(small_config, key_splits) -> None:
     from logquant_trt.runtime.cache.dense import DenseKVCache
     from logquant_trt.runtime.model import DecoderShape
 
     shape = DecoderShape(num_layers=1, hidden_size=512, num_q_heads=8, num_kv_heads=2, head_dim=128,
                          intermediate_size=512, vocab_size=10, max_positions=512)
     cache = DenseKVCache(small_config("fp16", dtype="float16"), shape, 150, 300, 0, torch.device("cuda"))
+    cache.key_splits = key_splits
     generator = torch.Generator(device="cuda").manual_seed(0)
     cache.k.normal_(generator=generator)
     cache.v.normal_(generator=generator)
