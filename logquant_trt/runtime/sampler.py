@@ -33,9 +33,9 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
         scores = scores.masked_fill(scores < threshold, float("-inf"))
     if params.top_p < 1.0:
         sorted_scores, order = scores.sort(descending=True)
-        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        sorted_probs = sorted_scores.softmax(-1)
         # Keep every token whose preceding mass is below top_p: the most likely one always stays.
-        drop = (cumulative - sorted_scores.softmax(-1)) >= params.top_p
+        drop = (sorted_probs.cumsum(-1) - sorted_probs) >= params.top_p
         scores = scores.scatter(0, order[drop], float("-inf"))
     return torch.multinomial(scores.softmax(-1), 1, generator=generator)[0]
 

@@ -52,6 +52,16 @@ class SlotCache:
             layer["retained_pos"][slot] = -1
             layer["dup_mask"][pages] = 0  # a page's masks are rewritten at its seal; zero them anyway
 
+    def empty_lengths(self, slots: list[int]) -> None:
+        """seq_len = num_sealed = 0 for `slots`, all layers at once per tensor. Enough to idle a slot that
+        reset() emptied for one more decode step: one token never seals a block or fills a retained slot."""
+        if not slots:
+            return
+        index = torch.tensor(slots, device=self.layers[0]["seq_len"].device)
+        for layer in self.layers:
+            layer["seq_len"][index] = 0
+            layer["num_sealed"][index] = 0
+
 
 def torch_step(lm: torch.nn.Module) -> StepFn:
     """PagedCausalLM as a StepFn: it returns new cache tensors, which are copied back into the views."""
@@ -96,8 +106,8 @@ class PagedGraphExecutor(Executor):
         host_positions = torch.zeros(self.max_batch, 1, dtype=torch.int64)
         for row, token, position in zip(rows, tokens, positions):
             host_tokens[row, 0], host_positions[row, 0] = token, position
-        for row in set(range(self.max_batch)) - set(rows):
-            self.cache.reset(row)  # idle rows decode token 0 at position 0 into an empty cache
+        # Idle rows (emptied by reset() at release) decode token 0 at position 0 into an empty cache.
+        self.cache.empty_lengths(sorted(set(range(self.max_batch)) - set(rows)))
         lengths = (host_positions[:, 0] + 1).to(torch.int32)  # not read by a decode step; set for clarity
         logits = self.step_fn(host_tokens.to(self.device), host_positions.to(self.device), lengths.to(self.device),
                               self.cache.views(0, self.max_batch))

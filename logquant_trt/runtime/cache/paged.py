@@ -12,6 +12,8 @@ so a busy batch cannot be prefilled in place; the staged row is then copied into
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from logquant_trt.format import MASK_WORD_BITS
@@ -42,18 +44,13 @@ def _page_tensor_shapes(config, shape) -> list[tuple[tuple[int, ...], torch.dtyp
 
 
 def _nbytes(shape: tuple[int, ...], dtype: torch.dtype | None, cache_dtype: torch.dtype) -> int:
-    count = 1
-    for n in shape:
-        count *= n
-    return count * (dtype or cache_dtype).itemsize
+    return math.prod(shape) * (dtype or cache_dtype).itemsize
 
 
 def _stacked(layers: int, rows: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
              fill: int) -> torch.Tensor:
     """[layers, rows, *shape] whose per-layer slices each start 16-byte aligned (the kernels' loads need it)."""
-    per_layer = rows
-    for n in shape:
-        per_layer *= n
+    per_layer = rows * math.prod(shape)
     align = 16 // dtype.itemsize
     padded = -(-per_layer // align) * align
     flat = torch.full((layers, padded), fill, dtype=dtype, device=device)
