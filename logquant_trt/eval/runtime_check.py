@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from logquant_trt.config import LogQuantConfig
+from logquant_trt.config import ConfigError, LogQuantConfig
 from logquant_trt.eval.simulate import simulate_policy
 from logquant_trt.runtime.model import DecoderModel
 from logquant_trt.runtime.scoring import perplexity, teacher_forced_logits
@@ -78,10 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--output-path", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    if not 1 <= args.prefill < args.num_tokens:
+        parser.error(f"--prefill {args.prefill} must be in [1, --num-tokens {args.num_tokens})")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here")
+    try:
+        base = LogQuantConfig(group_size=args.group_size, window=args.window, residual=args.residual)
+    except ConfigError as error:
+        parser.error(str(error))
     model, tokenizer = load_embedded_model()
-    base = LogQuantConfig(group_size=args.group_size, window=args.window, residual=args.residual)
     checks = check_policies(model, corpus_token_ids(tokenizer, args.num_tokens), args.prefill, base, args.device,
                             policies=tuple(args.policies))
     report = {"model": "SmolLM2-135M-Instruct", "num_tokens": args.num_tokens, "prefill": args.prefill,
