@@ -119,7 +119,7 @@ def kv_read_bytes(cache: Any) -> int:
             total += (sealed * (page + 4) + tail * heads * 2 * d * e + rows * heads * slots * 4
                       + valid * 2 * d * e + rows * 8)
         return total
-    layers, _, _, heads, d = cache.k.shape
+    layers, _, heads, _, d = cache.k.shape  # head-major [layers, rows, H, L, D]
     return int(cache.lengths.long().sum()) * layers * heads * d * 2 * cache.k.element_size()
 
 
@@ -201,7 +201,7 @@ def time_decode(step: Any, steps: int, warmup: int) -> list[float]:
 
 
 def run_phase(model: Any, plan: Plan, cache_cls: type, steps: int, warmup: int, copy_tbps: float,
-              seed: int, weight_total: int | None = None, fp16_key_splits: int = 1) -> Result:
+              seed: int, weight_total: int | None = None) -> Result:
     """Allocate `plan.rows` rows, synthesize `plan.context` tokens in each, time decode steps."""
     from logquant_trt.runtime.cache.synthetic import synthesize
     from logquant_trt.runtime.decode_step import DecodeStep
@@ -212,8 +212,6 @@ def run_phase(model: Any, plan: Plan, cache_cls: type, steps: int, warmup: int, 
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     cache = cache_cls(cache_config(plan.policy), model.shape, plan.rows, plan.max_seq_len, plan.num_pages, device)
     synthesize(cache, plan.context, torch.Generator().manual_seed(seed))
-    if hasattr(cache, "key_splits"):
-        cache.key_splits = fp16_key_splits
     step = DecodeStep(model, cache, use_cuda_graph=True)
     generator = torch.Generator().manual_seed(seed + 1)
     tokens = torch.randint(model.shape.vocab_size, (plan.rows,), generator=generator).tolist()
@@ -257,7 +255,7 @@ def run_fitting(model: Any, plan: Plan, cache_cls: type, args: argparse.Namespac
                                       cache_bytes=rows * plan.bytes_per_sequence)
         try:
             result = run_phase(model, attempt, cache_cls, args.steps, args.warmup_steps, copy_tbps, args.seed,
-                               args.weight_total, args.fp16_key_splits)
+                               args.weight_total)
             break
         except torch.OutOfMemoryError as error:
             oom_rows.append(rows)
@@ -411,7 +409,6 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
         "budget_gib": budget / GIB,
         "model": {**dataclasses.asdict(shape), "rope": model_config.rope_parameters, "dtype": str(model.dtype)},
         "cache_configs": {p: cache_config(p).to_dict() for p in args.policies},
-        "fp16_key_splits": args.fp16_key_splits,
         "fill": ("synthetic (runtime.cache.synthetic): every row holds `context` tokens of random codes/K/V in the "
                  "policy's steady-state layout; no prefill was run"),
         "timing": (f"median of {args.steps} decode steps (CUDA-graph replays + position increment, CUDA events), "
@@ -491,14 +488,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--hf-rows", type=int, default=None, help="HF batch (default: the fp16 phase's rows)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: context 4096, fp16 and logquant_ott, 4 steps, HF at batch 8 for 1 step")
-    parser.add_argument("--fp16-key-splits", type=int, default=1,
-                        help="the fp16 cache's key parts per row (DenseKVCache.key_splits; 1 = FlashAttention's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-path", "--output_path", dest="output_path", type=Path, default=None,
                         help="also write the JSON here and a PNG beside it (same name, .png)")
     args = parser.parse_args(argv)
-    if args.fp16_key_splits < 1:
-        parser.error(f"--fp16-key-splits must be >= 1, got {args.fp16_key_splits}")
     quick = args.quick
     args.contexts = args.contexts or ([4096] if quick else list(CONTEXTS))
     args.policies = args.policies or (["fp16", "logquant_ott"] if quick else list(POLICIES))

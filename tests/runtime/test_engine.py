@@ -190,22 +190,17 @@ def test_engine_arguments_are_checked(model, tokenizer, small_config) -> None:
         engine(model, tokenizer, small_config("kivi"), backend="pagd")
 
 
-@pytest.mark.parametrize("splits", [2, 3])
-def test_fp16_cache_key_splits_merge_to_one_softmax(small_config, splits) -> None:
-    """DenseKVCache.key_splits: parts (some empty) merged by log-sum-exp equal the single softmax."""
-    from logquant_trt.runtime.cache.dense import DenseKVCache
-    from logquant_trt.runtime.model import DecoderShape
+@pytest.mark.parametrize("rows, heads, sms, expected", [
+    (15, 8, 132, ((0, 15),)),  # 120 blocks: FlashAttention splits these itself
+    (60, 8, 132, ((0, 15), (15, 30), (30, 45), (45, 60))),  # <= 16 rows (one block per SM), equal sizes
+    (27, 8, 132, ((0, 14), (14, 27))),
+    (300, 3, 132, tuple((i, min(i + 43, 300)) for i in range(0, 300, 43))),
+    (5, 64, 16, tuple((i, i + 1) for i in range(5))),  # more KV heads than SMs: a row per chunk
+])
+def test_fp16_cache_decode_chunks_keep_flash_attention_on_its_split_kernel(rows, heads, sms, expected) -> None:
+    from logquant_trt.runtime.cache.dense import DecodeChunks
 
-    shape = DecoderShape(1, 512, 8, 2, 64, 512, 10, 512)
-    outputs = []
-    for key_splits in (1, splits):
-        torch.manual_seed(0)
-        cache = DenseKVCache(small_config("fp16"), shape, 5, 40, 0, torch.device("cpu"))
-        cache.key_splits = key_splits
-        cache.k.normal_()
-        cache.v.normal_()
-        cache.lengths.copy_(torch.tensor([0, 1, 5, 38, 39], dtype=torch.int32))
-        cache.begin_decode(torch.tensor([1, 0, 1, 1, 1], dtype=torch.int32), [0, 2, 3, 4])
-        q, k = torch.randn(5, 8, 1, 64), torch.randn(5, 2, 1, 64)
-        outputs.append(cache.decode(0, q, k, k))
-    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+    chunks = DecodeChunks.plan(rows, heads, sms)
+    assert chunks.bounds == expected
+    assert chunks.bounds[0][0] == 0 and chunks.bounds[-1][1] == rows
+    assert all(a[1] == b[0] for a, b in zip(chunks.bounds, chunks.bounds[1:]))

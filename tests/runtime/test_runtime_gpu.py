@@ -81,26 +81,40 @@ def test_smollm2_perplexity_matches_the_cpu_reference() -> None:
             assert abs(check.relative_diff) < 0.02 and check.top1_agreement > 0.85, check
 
 
-@pytest.mark.parametrize("key_splits", [1, 2, 3])
-def test_dense_flash_decode_matches_masked_sdpa(small_config, key_splits) -> None:
+@pytest.mark.parametrize("rows", [20, 150])  # 150 x 2 KV heads is attended in row chunks on side streams
+@pytest.mark.parametrize("use_graph", [False, True])
+def test_dense_flash_decode_matches_masked_sdpa(small_config, rows, use_graph) -> None:
     from logquant_trt.runtime.cache.dense import DenseKVCache
     from logquant_trt.runtime.model import DecoderShape
 
     shape = DecoderShape(num_layers=1, hidden_size=512, num_q_heads=8, num_kv_heads=2, head_dim=128,
                          intermediate_size=512, vocab_size=10, max_positions=512)
-    cache = DenseKVCache(small_config("fp16", dtype="float16"), shape, 150, 300, 0, torch.device("cuda"))
-    cache.key_splits = key_splits
+    cache = DenseKVCache(small_config("fp16", dtype="float16"), shape, rows, 300, 0, torch.device("cuda"))
+    assert len(cache.chunks.bounds) == (1 if rows == 20 else 3)
     generator = torch.Generator(device="cuda").manual_seed(0)
     cache.k.normal_(generator=generator)
     cache.v.normal_(generator=generator)
-    lengths = torch.randint(1, 299, (150,), device="cuda", generator=generator, dtype=torch.int32)
+    lengths = torch.randint(1, 299, (rows,), device="cuda", generator=generator, dtype=torch.int32)
     cache.lengths.copy_(lengths)
-    active = torch.ones(150, dtype=torch.int32, device="cuda")
-    cache.begin_decode(active, list(range(150)))
-    q = torch.randn(150, 8, 1, 128, dtype=torch.float16, device="cuda", generator=generator)
-    k_new = torch.randn(150, 2, 1, 128, dtype=torch.float16, device="cuda", generator=generator)
-    out = cache.decode(0, q, k_new, k_new)
-    keys, values = cache.k[0].transpose(1, 2).float(), cache.v[0].transpose(1, 2).float()
+    active = torch.ones(rows, dtype=torch.int32, device="cuda")
+    q = torch.randn(rows, 8, 1, 128, dtype=torch.float16, device="cuda", generator=generator)
+    k_new = torch.randn(rows, 2, 1, 128, dtype=torch.float16, device="cuda", generator=generator)
+
+    def step() -> torch.Tensor:
+        cache.begin_decode(active, list(range(rows)))
+        return cache.decode(0, q, k_new, k_new)
+
+    if use_graph:
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph):
+            out = step()
+        cache.lengths.copy_(lengths)  # capture ran nothing, but be explicit: replay from the same state
+        graph.replay()
+        torch.cuda.synchronize()
+    else:
+        out = step()
+    keys, values = cache.k[0].float(), cache.v[0].float()
     visible = torch.arange(300, device="cuda") < (lengths + 1)[:, None]
     expected = torch.nn.functional.scaled_dot_product_attention(
         q.float(), keys, values, attn_mask=visible[:, None, None, :], enable_gqa=True)

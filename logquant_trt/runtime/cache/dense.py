@@ -1,22 +1,49 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The fp16 baseline cache: every token of every row in full precision, [rows, max_seq_len, H, D] per layer.
+"""The fp16 baseline cache: every token of every row in full precision, [rows, H, max_seq_len, D] per layer.
 
 Decode attention is FlashAttention-2's variable-length kernel (the one torch SDPA uses), reading each row's
 first `lengths[row]` tokens through `seqused_k`: lengths stay on the device, so a step is graph-safe, and
 the baseline reads exactly the bytes it needs. Off CUDA it falls back to masked SDPA.
 
-`key_splits` > 1 (opt-in, set before the first decode step) cuts every row's keys into that many
-contiguous parts, attends to each part as its own varlen sequence and merges the parts by their
-log-sum-exp: more, shorter work items where many rows of medium length leave the kernel's own split
-heuristic at one split (bench e2e: 60 rows x 8k). The part bounds are computed on the device.
+Head-major, so that a CTA's (row, head) keys are one contiguous stream (the varlen view over it is
+`_varlen_view`).
+
+Row chunks (`DecodeChunks`): FlashAttention-2 takes its split-KV kernel only while rows x KV heads stay
+under 0.8 x 2 x SMs; above that its standard kernel runs a 128-query tile for the 4-8 query heads a KV
+head has, and decode reads at ~2.5 TB/s on an H100 (60 rows x 8k) where the split-KV kernel reads at
+~2.9. So a large batch is attended in chunks small enough for the split-KV kernel, on two side streams,
+so that one chunk's tail overlaps the next chunk's start.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 
 from logquant_trt.runtime.cache.base import KVCache, causal_self_attention
+
+# FlashAttention-2 (flash_api.cpp, set_params_splitkv): more than one split only below 0.8 x this many blocks.
+_FLASH_BLOCKS_PER_SM = 2
+_SIDE_STREAMS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeChunks:
+    """Row ranges attended by separate FlashAttention calls."""
+
+    bounds: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def plan(cls, rows: int, num_kv_heads: int, sm_count: int) -> "DecodeChunks":
+        """One call while FlashAttention would split it anyway; else equal chunks of at most ~1 block per SM."""
+        if rows * num_kv_heads < 0.8 * _FLASH_BLOCKS_PER_SM * sm_count:
+            return cls(((0, rows),))
+        most = max(1, sm_count // num_kv_heads)
+        count = -(-rows // most)
+        size = -(-rows // count)
+        return cls(tuple((start, min(start + size, rows)) for start in range(0, rows, size)))
 
 
 class DenseKVCache(KVCache):
@@ -25,17 +52,23 @@ class DenseKVCache(KVCache):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         s = self.shape
-        size = (s.num_layers, self.rows, self.max_seq_len, s.num_kv_heads, s.head_dim)
+        size = (s.num_layers, self.rows, s.num_kv_heads, self.max_seq_len, s.head_dim)
         self.k = torch.zeros(size, dtype=self.dtype, device=self.device)
         self.v = torch.zeros(size, dtype=self.dtype, device=self.device)
         self.lengths = torch.zeros(self.rows, dtype=torch.int32, device=self.device)
         self._write_at = torch.zeros(self.rows, dtype=torch.int64, device=self.device)
-        self._row_ids = torch.arange(self.rows, device=self.device)
-        # FlashAttention varlen: row r's queries and keys start at r and r * max_seq_len.
+        self._row_ids = torch.arange(self.rows, device=self.device)[:, None]
+        self._head_ids = torch.arange(s.num_kv_heads, device=self.device)[None, :]
+        # FlashAttention varlen: a chunk's row r queries at r, its keys from r * H * max_seq_len (_varlen_view).
         self._cu_q = torch.arange(self.rows + 1, dtype=torch.int32, device=self.device)
-        self._cu_k = self._cu_q * self.max_seq_len
-        self.key_splits = 1
-        self._parts: KeyParts | None = None
+        self._cu_k = self._cu_q * (s.num_kv_heads * self.max_seq_len)
+        self.chunks = DecodeChunks(((0, self.rows),))
+        self._streams: list[torch.cuda.Stream] = []
+        if self.device.type == "cuda":
+            sm_count = torch.cuda.get_device_properties(self.device).multi_processor_count
+            self.chunks = DecodeChunks.plan(self.rows, s.num_kv_heads, sm_count)
+            if len(self.chunks.bounds) > 1:
+                self._streams = [torch.cuda.Stream(self.device) for _ in range(_SIDE_STREAMS)]
 
     @classmethod
     def bytes_per_row(cls, config, shape, max_seq_len: int) -> int:
@@ -47,8 +80,8 @@ class DenseKVCache(KVCache):
 
     def prefill(self, row: int, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         n = k.shape[2]
-        self.k[layer, row, :n] = k[0].transpose(0, 1)
-        self.v[layer, row, :n] = v[0].transpose(0, 1)
+        self.k[layer, row, :, :n] = k[0]
+        self.v[layer, row, :, :n] = v[0]
         if layer == self.shape.num_layers - 1:
             self.lengths[row] = n
         return causal_self_attention(q, k, v)
@@ -57,87 +90,48 @@ class DenseKVCache(KVCache):
         # Idle rows restart empty: they write slot 0 and attend over that one token.
         self._write_at.copy_(self.lengths * active)
         self.lengths.copy_(self._write_at + 1)
-        if self.key_splits > 1:
-            if self._parts is None or self._parts.splits != self.key_splits:
-                self._parts = KeyParts(self.rows, self.key_splits, self.max_seq_len, self.device)
-            self._parts.update(self.lengths)
 
     def decode(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.k[layer].index_put_((self._row_ids, self._write_at), k[:, :, 0])
-        self.v[layer].index_put_((self._row_ids, self._write_at), v[:, :, 0])
+        at = (self._row_ids, self._head_ids, self._write_at[:, None])
+        self.k[layer].index_put_(at, k[:, :, 0])
+        self.v[layer].index_put_(at, v[:, :, 0])
         if self.device.type == "cuda":
-            return self._flash_decode(layer, q) if self._parts is None else self._flash_decode_parts(layer, q)
-        keys, values = self.k[layer].transpose(1, 2), self.v[layer].transpose(1, 2)  # [rows, H, L, D]
-        if self._parts is not None:
-            return self._parts.attend_reference(q, keys, values)
+            return self._flash_decode(layer, q)
         visible = torch.arange(self.max_seq_len, device=self.device) < self.lengths[:, None]
-        return F.scaled_dot_product_attention(q, keys, values, attn_mask=visible[:, None, None, :], enable_gqa=True)
+        return F.scaled_dot_product_attention(
+            q, self.k[layer], self.v[layer], attn_mask=visible[:, None, None, :], enable_gqa=True)
 
     def _flash_decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         rows, hq, _, d = q.shape
-        s = self.shape
-        out = torch.ops.aten._flash_attention_forward(
-            q.view(rows, hq, d), self.k[layer].view(-1, s.num_kv_heads, d), self.v[layer].view(-1, s.num_kv_heads, d),
-            self._cu_q, self._cu_k, 1, self.max_seq_len, 0.0, False, False, seqused_k=self.lengths)[0]
+        queries = q.view(rows, hq, d)
+        if not self._streams:
+            return self._flash_rows(layer, queries, 0, rows).view(rows, hq, 1, d)
+        out = torch.empty_like(queries)
+        main = torch.cuda.current_stream(self.device)
+        used = self._streams[:len(self.chunks.bounds)]
+        for index, (start, stop) in enumerate(self.chunks.bounds):
+            stream = used[index % len(used)]
+            stream.wait_stream(main)
+            with torch.cuda.stream(stream):
+                out[start:stop] = self._flash_rows(layer, queries, start, stop)
+        for stream in used:
+            main.wait_stream(stream)
         return out.view(rows, hq, 1, d)
 
-    def _flash_decode_parts(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        rows, hq, _, d = q.shape
-        parts, heads = self._parts, self.shape.num_kv_heads
-        assert parts is not None
-        queries = q.view(rows, hq, d).repeat_interleave(parts.splits, dim=0)  # one copy per part
-        out, lse = torch.ops.aten._flash_attention_forward(
-            queries, self.k[layer].view(-1, heads, d), self.v[layer].view(-1, heads, d), parts.cu_q, parts.cu_k, 1,
-            self.max_seq_len, 0.0, False, False, seqused_k=parts.used.view(-1))[:2]
-        # The log-sum-exp comes back as [Hq, total_q] (unpadded) or [total_q, Hq, 1], by torch version.
-        lse = lse.transpose(0, 1) if lse.dim() == 2 else lse.reshape(rows * parts.splits, hq)
-        return parts.merge(out.view(rows, parts.splits, hq, d), lse.view(rows, parts.splits, hq)).unsqueeze(2)
+    def _flash_rows(self, layer: int, queries: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        count = stop - start
+        return torch.ops.aten._flash_attention_forward(
+            queries[start:stop], self._varlen_view(self.k[layer, start:stop]),
+            self._varlen_view(self.v[layer, start:stop]), self._cu_q[:count + 1], self._cu_k[:count + 1], 1,
+            self.max_seq_len, 0.0, False, False, seqused_k=self.lengths[start:stop])[0]
 
+    @staticmethod
+    def _varlen_view(layer_kv: torch.Tensor) -> torch.Tensor:
+        """[rows, H, L, D] as varlen's [total, H, D]: token t of head h at t * D + h * L * D.
 
-class KeyParts:
-    """Bounds of `splits` contiguous key parts per row, as varlen sequences, and their merge."""
-
-    def __init__(self, rows: int, splits: int, max_seq_len: int, device: torch.device) -> None:
-        if splits < 1:
-            raise ValueError(f"key_splits must be >= 1, got {splits}")
-        self.rows, self.splits, self.max_seq_len = rows, splits, max_seq_len
-        self.start = torch.zeros(rows, splits, dtype=torch.int32, device=device)  # within the row
-        self.used = torch.zeros(rows, splits, dtype=torch.int32, device=device)
-        self.cu_q = torch.arange(rows * splits + 1, dtype=torch.int32, device=device)
-        self.cu_k = torch.zeros(rows * splits + 1, dtype=torch.int32, device=device)
-        self.cu_k[-1] = rows * max_seq_len
-        self._row_base = torch.arange(rows, dtype=torch.int32, device=device)[:, None] * max_seq_len
-        self._index = torch.arange(splits, dtype=torch.int32, device=device)[None]
-
-    def update(self, lengths: torch.Tensor) -> None:
-        """Part j of row r: positions [j*c, min((j+1)*c, len)) with c = ceil(len / splits); later parts may be empty."""
-        chunk = (lengths[:, None] + self.splits - 1) // self.splits
-        start = torch.minimum(self._index * chunk, lengths[:, None])
-        self.start.copy_(start)
-        self.used.copy_(torch.minimum(lengths[:, None] - start, chunk))
-        self.cu_k[:-1].copy_((self._row_base + start).view(-1))
-
-    def merge(self, out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-        """out [rows, S, Hq, D], lse [rows, S, Hq] of each part -> [rows, Hq, D]; empty parts weigh nothing."""
-        lse = lse.float().masked_fill((self.used == 0)[:, :, None], float("-inf"))
-        weight = torch.softmax(lse, dim=1)  # exp(lse_j - logsumexp over parts)
-        return (weight[..., None] * out.float()).sum(1).to(out.dtype)
-
-    def attend_reference(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """The same parts and merge in plain PyTorch (CPU): q [rows, Hq, 1, D], keys/values [rows, H, L, D]."""
-        rows, hq, _, d = q.shape
-        group = hq // keys.shape[1]
-        keys, values = keys.repeat_interleave(group, 1).float(), values.repeat_interleave(group, 1).float()
-        scores = torch.einsum("rhd,rhld->rhl", q[:, :, 0].float(), keys) * d ** -0.5  # [rows, Hq, L]
-        positions = torch.arange(self.max_seq_len, device=q.device)
-        outs, lses = [], []
-        for j in range(self.splits):
-            start, used = self.start[:, j:j + 1], self.used[:, j:j + 1]
-            inside = (positions >= start) & (positions < start + used)  # [rows, L]
-            part = scores.masked_fill(~inside[:, None, :], float("-inf"))
-            lse = torch.logsumexp(part, dim=-1)  # -inf for an empty part
-            probs = torch.exp(part - lse[..., None]).nan_to_num(0.0)
-            outs.append(torch.einsum("rhl,rhld->rhd", probs, values))
-            lses.append(lse)
-        merged = self.merge(torch.stack(outs, 1), torch.stack(lses, 1))
-        return merged.to(q.dtype).unsqueeze(2)
+        Row r starts at token r * H * L (`_cu_k`), so its position p lands at (r * H * L + p) * D + h * L * D,
+        exactly its place in the head-major tensor. The view ends at the last row's last position.
+        """
+        rows, heads, length, d = layer_kv.shape
+        total = (rows - 1) * heads * length + length
+        return layer_kv.as_strided((total, heads, d), (d, length * d, 1))

@@ -148,8 +148,8 @@ def synthesize_dense(cache: Any, length: int, generator: torch.Generator) -> Non
         raise ValueError(f"length={length} exceeds the cache's max_seq_len={cache.max_seq_len}")
     gen = _device_generator(generator, cache.k.device)
     for layer in range(cache.k.shape[0]):  # per layer, so that no step holds more than one layer's temporaries
-        cache.k[layer, :, :length].normal_(generator=gen)
-        cache.v[layer, :, :length].normal_(generator=gen)
+        cache.k[layer, :, :, :length].normal_(generator=gen)
+        cache.v[layer, :, :, :length].normal_(generator=gen)
     cache.lengths.fill_(length)
 
 
