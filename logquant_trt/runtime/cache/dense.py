@@ -68,7 +68,8 @@ class DenseKVCache(KVCache):
             sm_count = torch.cuda.get_device_properties(self.device).multi_processor_count
             self.chunks = DecodeChunks.plan(self.rows, s.num_kv_heads, sm_count)
             if len(self.chunks.bounds) > 1:
-                self._streams = [torch.cuda.Stream(self.device) for _ in range(_SIDE_STREAMS)]
+                streams = min(_SIDE_STREAMS, len(self.chunks.bounds))
+                self._streams = [torch.cuda.Stream(self.device) for _ in range(streams)]
 
     @classmethod
     def bytes_per_row(cls, config, shape, max_seq_len: int) -> int:
@@ -108,13 +109,12 @@ class DenseKVCache(KVCache):
             return self._flash_rows(layer, queries, 0, rows).view(rows, hq, 1, d)
         out = torch.empty_like(queries)
         main = torch.cuda.current_stream(self.device)
-        used = self._streams[:len(self.chunks.bounds)]
         for index, (start, stop) in enumerate(self.chunks.bounds):
-            stream = used[index % len(used)]
+            stream = self._streams[index % len(self._streams)]
             stream.wait_stream(main)
             with torch.cuda.stream(stream):
                 out[start:stop] = self._flash_rows(layer, queries, start, stop)
-        for stream in used:
+        for stream in self._streams:  # every stream ran a chunk: a capture must join each one it forked
             main.wait_stream(stream)
         return out.view(rows, hq, 1, d)
 
