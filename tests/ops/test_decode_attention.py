@@ -132,6 +132,22 @@ def test_matches_reference(params: Params) -> None:
     assert_matches(out, ref, params)
 
 
+@pytest.mark.parametrize("batch,length", [(4, 131072), (64, 16384)])
+def test_long_sequences_match_reference(batch: int, length: int) -> None:
+    """Shapes where one warp streams more than 32 and 64 units (its page-id windows roll over) with split-K, and
+    with a single split per (b, h): the bench's synthetic LogQuant+OTT cache, the oracle evaluated on the GPU."""
+    from logquant_trt.bench.kernels import policy_config, synthesize
+    from logquant_trt.ops.decode_attention import decode_attention
+
+    gen = torch.Generator().manual_seed(batch * length)
+    cache, _ = synthesize(policy_config("logquant_ott"), batch, length, 8, 128, gen)
+    q = torch.randn(batch, 32, 1, 128, generator=gen).half().cuda()
+    ref = paged_attention(q.float(), cache).cpu()
+    out = decode_attention(q, cache)
+    assert_matches(out, ref, Params("logquant_ott", 128, 4, cache.config.group_size, "channel", "float16",
+                                    (length,) * batch))
+
+
 def test_shadowed_slots_and_arbitrary_masks_follow_the_layout() -> None:
     """Whatever retained_pos and dup_mask say is what counts: flip a third of the readable retained slots to
     shadowed (-p - 2) and set random dup_mask bits; the oracle reads the same layout."""

@@ -23,11 +23,19 @@
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 78.9 us = 4.5x torch SDPA
-// (355 us), 71% of copy on the bytes read; B=8 L=128k 256 us = 5.4x, 87%; B=64 L=16k 301 us = 4.6x, 75%.
-// The hot loop is ~960 instructions per 64 tokens and streams at ~95% of copy bandwidth (32k vs 128k fit); what
-// separates B=8 L=32k from 85% is ~19 us of fixed start/end latency (launch, first page round trips, the
-// unpipelined full-precision tiles, the split-K merge). Four CTAs/SM with two stages measured 4% slower.
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 79 us = 4.5x torch SDPA
+// (355 us), 71% of copy on the bytes read; B=8 L=128k 263 us = 5.3x, 85%; B=64 L=16k 295 us = 4.7x, 77%.
+// Where B=8 L=32k spends its time (NOTE(k1), per-CTA %globaltimer stamps and ncu):
+// - The hot loop is ~980 instructions per 64 tokens (30% LOP3: code expansion, 1 ALU op per 2 codes); with 12
+//   warps/SM it issues at ~0.5 IPC per scheduler, so the loop alone (key codes only, a quarter of the bytes)
+//   takes ~69 us: compute is not hidden behind memory.
+// - The same launch structure with the compute removed takes 70 us (80% of copy): ramp, per-warp pipelines of
+//   5 KB units, the full-precision tiles and the split-K tail (partials, fence, counter, last-CTA merge: ~5 us).
+//   A copy moving the same bytes takes 58 us (97%), torch.sum over them 63 us (89%).
+// - Static slices finish 40-71 us apart (older CTAs on an SM are scheduled first); neither launching the splits
+//   of a sequence far apart nor grid-wide unit claiming (its atomics delay the first data by ~3 us) shortened
+//   the launch. Four CTAs/SM (two stages, 128 registers) are 4% slower here and 13% faster at B=64 L=16k,
+//   where three CTAs/SM need 1.3 waves.
 #pragma once
 
 #include "logquant/attention/codeFragments.cuh"
@@ -294,16 +302,17 @@ private:
 
     // ------------------------------------------------------------------------------------- sealed blocks
 
-    //! Page of block n of this sequence, or -1 when it does not exist (never read out of bounds).
-    __device__ __forceinline__ int32_t pageOf(int32_t n) const
+    //! Block-table entry of block n of this sequence, unchecked (-1 past the sealed blocks); never reads out of
+    //! bounds. The caller checks it with checkedPage only when it needs it, so the load's latency is not waited on.
+    __device__ __forceinline__ int32_t rawPageOf(int32_t n) const
     {
         KvGeometry const& geo = mP.cache.geometry;
-        if (n >= mNumSealed)
-        {
-            return -1;
-        }
-        int32_t const page = mP.cache.blockTable[static_cast<int64_t>(mBatch) * geo.maxBlocksPerSeq + n];
-        return page >= 0 && page < geo.numPages ? page : -1;
+        return n < mNumSealed ? mP.cache.blockTable[static_cast<int64_t>(mBatch) * geo.maxBlocksPerSeq + n] : -1;
+    }
+
+    __device__ __forceinline__ int32_t checkedPage(int32_t page) const
+    {
+        return page >= 0 && page < mP.cache.geometry.numPages ? page : -1;
     }
 
     __device__ __forceinline__ void issueUnit(uint8_t* stage, int32_t const (&pages)[kBPU])
@@ -419,49 +428,57 @@ private:
         int32_t const count = begin < end ? (end - begin + kWARPS - 1) / kWARPS : 0;
         uint8_t* stages = mSmem;
 
-        // Page ids are loaded one unit ahead of their copies so their latency hides behind a stage of compute;
-        // the prologue's are loaded together, so the first copies wait for one round trip, not kSTAGES.
-        int32_t pages[kBPU];
-        auto loadPages = [&](int32_t k) {
+        // Page ids come in windows of 32 units, one per lane, read by shuffle: one coalesced load per 32 units,
+        // issued a window ahead, instead of a dependent load per unit (NOTE(k1): waiting on that load was 8% of
+        // all warp stalls).
+        int32_t window[kBPU];     // units 32w .. 32w + 31 of this warp, w = k / 32
+        int32_t nextWindow[kBPU]; // the 32 after them
+        auto loadWindow = [&](int32_t first, int32_t(&dst)[kBPU]) {
+            int32_t const k = first + mLane;
 #pragma unroll
             for (int32_t j = 0; j < kBPU; ++j)
             {
-                pages[j] = k < count ? pageOf((begin + k * kWARPS) * kBPU + j) : -1;
+                dst[j] = k < count ? rawPageOf((begin + k * kWARPS) * kBPU + j) : -1;
             }
         };
-        int32_t prologuePages[kSTAGES][kBPU];
+        auto pagesOf = [&](int32_t k, int32_t(&dst)[kBPU]) {
+            if (k > 0 && k % 32 == 0) // k runs in order, so this happens once per window
+            {
 #pragma unroll
-        for (int32_t k = 0; k < kSTAGES; ++k)
-        {
+                for (int32_t j = 0; j < kBPU; ++j)
+                {
+                    window[j] = nextWindow[j];
+                }
+                loadWindow(k + 32, nextWindow);
+            }
 #pragma unroll
             for (int32_t j = 0; j < kBPU; ++j)
             {
-                prologuePages[k][j] = k < count ? pageOf((begin + k * kWARPS) * kBPU + j) : -1;
+                dst[j] = k < count ? checkedPage(__shfl_sync(0xffffffffu, window[j], k % 32)) : -1;
             }
-        }
+        };
+        loadWindow(0, window);
+        loadWindow(32, nextWindow);
+        int32_t pages[kBPU];
 #pragma unroll
         for (int32_t k = 0; k < kSTAGES - 1; ++k)
         {
             if (k < count)
             {
-                issueUnit(stages + k * Traits::kSTAGE_BYTES, prologuePages[k]);
+                pagesOf(k, pages);
+                issueUnit(stages + k * Traits::kSTAGE_BYTES, pages);
             }
             cpAsyncCommit();
-        }
-#pragma unroll
-        for (int32_t j = 0; j < kBPU; ++j)
-        {
-            pages[j] = prologuePages[kSTAGES - 1][j];
         }
         for (int32_t k = 0; k < count; ++k)
         {
             int32_t const ahead = k + kSTAGES - 1;
             if (ahead < count)
             {
+                pagesOf(ahead, pages);
                 issueUnit(stages + (ahead % kSTAGES) * Traits::kSTAGE_BYTES, pages);
             }
             cpAsyncCommit();
-            loadPages(ahead + 1);
             cpAsyncWait<kSTAGES - 1>();
             __syncwarp();
             computeUnit(stages + (k % kSTAGES) * Traits::kSTAGE_BYTES, st, pm);
@@ -688,12 +705,15 @@ private:
             }
             float alpha[2];
             onlineSoftmax<4>(s, st.m, st.l, alpha);
-            st.rescale(alpha);
-#pragma unroll
-            for (int32_t gr = 0; gr < kGROUPS; ++gr)
+            if (__any_sync(0xffffffffu, alpha[0] != 1.0F || alpha[1] != 1.0F)) // after the first tiles, rarely
             {
-                pm[gr][0] *= alpha[0];
-                pm[gr][1] *= alpha[1];
+                st.rescale(alpha);
+#pragma unroll
+                for (int32_t gr = 0; gr < kGROUPS; ++gr)
+                {
+                    pm[gr][0] *= alpha[0];
+                    pm[gr][1] *= alpha[1];
+                }
             }
             accumulateValues(stage, sub, s, st, pm);
         }
@@ -1012,7 +1032,7 @@ __global__ void __launch_bounds__(kTHREADS, (DecodeTraits<T, kD, kG, kAXIS>::kMI
     int32_t const head = static_cast<int32_t>(blockIdx.y) / p.queryTiles;
     int32_t const queryTile = static_cast<int32_t>(blockIdx.y) % p.queryTiles;
     int32_t const batch = static_cast<int32_t>(blockIdx.z);
-    int64_t const slot = (static_cast<int64_t>(batch) * gridDim.y + blockIdx.y); // (b, h, qt)
+    int64_t const slot = static_cast<int64_t>(batch) * gridDim.y + blockIdx.y; // (b, h, qt)
     int32_t const tid = static_cast<int32_t>(threadIdx.x);
 
     if (p.numSplits == 1)
