@@ -134,8 +134,9 @@ def test_matches_reference(params: Params) -> None:
 
 @pytest.mark.parametrize("batch,length", [(4, 131072), (64, 16384)])
 def test_long_sequences_match_reference(batch: int, length: int) -> None:
-    """Shapes where one warp streams more than 32 and 64 units (its page-id windows roll over) with split-K, and
-    with a single split per (b, h): the bench's synthetic LogQuant+OTT cache, the oracle evaluated on the GPU."""
+    """Shapes where one warp streams more than 32 units, so its page-id window rolls over (on the H100: B=4 with
+    12 splits, 43 units a warp; B=64 with one split per (b, h), 64 units a warp): the bench's synthetic
+    LogQuant+OTT cache, the oracle evaluated on the GPU."""
     from logquant_trt.bench.kernels import policy_config, synthesize
     from logquant_trt.ops.decode_attention import decode_attention
 
