@@ -36,9 +36,11 @@ from typing import Any
 
 import torch
 
-from logquant_trt.config import LogQuantConfig
+from logquant_trt.bench.hf_baseline import empty_cache, sync
+from logquant_trt.bench.kernels import paged_layer_read_bytes
+from logquant_trt.config import LogQuantConfig, Policy
 
-POLICIES = ("fp16", "kivi", "logquant", "ott", "logquant_ott")
+POLICIES = tuple(p.value for p in Policy)
 CONTEXTS = (8192, 32768)
 GIB = 1 << 30
 
@@ -75,26 +77,31 @@ class Plan:
     bytes_per_row: int
     bytes_per_page: int
     pages_per_row: int
-    bytes_per_sequence: int
     rows: int
-    num_pages: int
-    cache_bytes: int
+
+    @property
+    def bytes_per_sequence(self) -> int:
+        return self.bytes_per_row + self.pages_per_row * self.bytes_per_page
+
+    @property
+    def num_pages(self) -> int:
+        return self.rows * self.pages_per_row
+
+    @property
+    def cache_bytes(self) -> int:
+        return self.rows * self.bytes_per_sequence
 
 
 def plan_capacity(policy: str, shape: Any, context: int, max_seq_len: int, budget: int) -> tuple[Plan, type]:
-    from logquant_trt.runtime.cache import CacheBackend
+    from logquant_trt.runtime.cache import default_backend
 
     config = cache_config(policy)
     # The GPU backends whatever the device (the reference backend has no fixed footprint to plan with).
-    backend = CacheBackend.PAGED if config.quantized else CacheBackend.DENSE
+    backend = default_backend(config, torch.device("cuda"))
     cls = backend.load()
-    per_row = cls.bytes_per_row(config, shape, max_seq_len)
-    per_page = cls.bytes_per_page(config, shape)
-    pages = cls.pages_for(config, max_seq_len)
-    per_sequence = per_row + pages * per_page
-    rows = max(budget, 0) // per_sequence
-    plan = Plan(policy, context, max_seq_len, backend.name.lower(), per_row, per_page, pages, per_sequence, rows,
-                rows * pages, rows * per_sequence)
+    plan = Plan(policy, context, max_seq_len, backend.name.lower(), cls.bytes_per_row(config, shape, max_seq_len),
+                cls.bytes_per_page(config, shape), cls.pages_for(config, max_seq_len), rows=0)
+    plan.rows = max(budget, 0) // plan.bytes_per_sequence
     return plan, cls
 
 
@@ -106,29 +113,14 @@ def kv_read_bytes(cache: Any) -> int:
     sealed pages' codes, params and masks, block-table entries, tail tokens, retained positions and valid
     retained entries; every cached token's K and V for the fp16 cache)."""
     if hasattr(cache, "layers"):
-        total = 0
-        for layer in cache.layers:
-            g = layer.config.group_size
-            page = sum(t[0].numel() * t.element_size()
-                       for t in (layer.k_codes, layer.k_params, layer.v_codes, layer.v_params, layer.dup_mask))
-            rows, heads, slots = layer.retained_pos.shape
-            d, e = layer.tail_k.shape[3], layer.tail_k.element_size()
-            sealed = int(layer.num_sealed.long().sum())
-            tail = int((layer.seq_len.long() - layer.num_sealed.long() * g).sum())
-            valid = int((layer.retained_pos >= 0).sum())
-            total += (sealed * (page + 4) + tail * heads * 2 * d * e + rows * heads * slots * 4
-                      + valid * 2 * d * e + rows * 8)
-        return total
+        return sum(paged_layer_read_bytes(layer) for layer in cache.layers)
     layers, _, heads, _, d = cache.k.shape  # head-major [layers, rows, H, L, D]
     return int(cache.lengths.long().sum()) * layers * heads * d * 2 * cache.k.element_size()
 
 
-def weight_read_bytes(model: Any, rows: int, total: int | None = None) -> int:
-    """Weight bytes one decode step reads: every matrix, but only `rows` rows of an untied embedding.
-
-    total: model.weight_bytes(), if already known.
-    """
-    total = model.weight_bytes() if total is None else total
+def weight_read_bytes(model: Any, rows: int) -> int:
+    """Weight bytes one decode step reads: every matrix, but only `rows` rows of an untied embedding."""
+    total = model.weight_bytes()
     embed = model.embed
     if model.lm_head.data_ptr() != embed.data_ptr():
         total += (rows * embed.shape[1] - embed.numel()) * embed.element_size()
@@ -169,39 +161,33 @@ class Result:
     error_note: str | None = None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def advance(step: Any) -> None:
+    """One genuine decode step: the next position of every row, then the replay."""
+    step.positions.add_(1)
+    step.run()
 
 
-def time_decode(step: Any, steps: int, warmup: int) -> list[float]:
-    """Milliseconds of `steps` consecutive decode steps after `warmup` untimed ones (each a genuine step)."""
-
-    def one() -> None:
-        step.positions.add_(1)
-        step.run()
-
-    for _ in range(warmup):
-        one()
+def time_decode(step: Any, steps: int) -> list[float]:
+    """Milliseconds of each of `steps` consecutive decode steps."""
     device = step.tokens.device
     if device.type != "cuda":
         times = []
         for _ in range(steps):
             start = time.perf_counter()
-            one()
+            advance(step)
             times.append((time.perf_counter() - start) * 1e3)
         return times
     events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
     events[0].record()
     for i in range(steps):
-        one()
+        advance(step)
         events[i + 1].record()
     events[-1].synchronize()
     return [events[i].elapsed_time(events[i + 1]) for i in range(steps)]
 
 
 def run_phase(model: Any, plan: Plan, cache_cls: type, steps: int, warmup: int, copy_tbps: float,
-              seed: int, weight_total: int | None = None) -> Result:
+              seed: int) -> Result:
     """Allocate `plan.rows` rows, synthesize `plan.context` tokens in each, time decode steps."""
     from logquant_trt.runtime.cache.synthetic import synthesize
     from logquant_trt.runtime.decode_step import DecodeStep
@@ -218,18 +204,17 @@ def run_phase(model: Any, plan: Plan, cache_cls: type, steps: int, warmup: int, 
     step.set_inputs(list(range(plan.rows)), tokens, [plan.context] * plan.rows)
     start = time.perf_counter()
     step.run()  # eager warm-up step, then capture
-    _sync(device)
+    sync(device)
     first_step_s = time.perf_counter() - start
     for _ in range(warmup):
-        step.positions.add_(1)
-        step.run()
+        advance(step)
     kv_before = kv_read_bytes(cache)
-    times = time_decode(step, steps, 0)
+    times = time_decode(step, steps)
     kv_after = kv_read_bytes(cache)
     logits = step.run()  # one more step (max_seq_len leaves room for it), for a finiteness check
     finite = bool(torch.isfinite(logits).all())
     kv = (kv_before + kv_after) // 2
-    weights = weight_read_bytes(model, plan.rows, weight_total)
+    weights = weight_read_bytes(model, plan.rows)
     median = statistics.median(times)
     model_ms = (weights + kv) / (copy_tbps * 1e12) * 1e3 if copy_tbps > 0 else float("nan")
     nbytes = cache.nbytes()
@@ -241,7 +226,7 @@ def run_phase(model: Any, plan: Plan, cache_cls: type, steps: int, warmup: int, 
     return Result(plan.policy, plan.context, plan.backend, plan.rows, plan.max_seq_len, nbytes, nbytes / GIB,
                   plan.bytes_per_sequence, steps, median, statistics.fmean(times), statistics.pstdev(times),
                   plan.rows / (median * 1e-3), weights, kv, model_ms, model_ms / median, first_step_s, peak,
-                  working_set, finite, plan.rows)
+                  working_set, finite)
 
 
 def run_fitting(model: Any, plan: Plan, cache_cls: type, args: argparse.Namespace, copy_tbps: float) -> Result:
@@ -251,17 +236,14 @@ def run_fitting(model: Any, plan: Plan, cache_cls: type, args: argparse.Namespac
     first_error = ""
     rows = plan.rows
     while True:
-        attempt = dataclasses.replace(plan, rows=rows, num_pages=rows * plan.pages_per_row,
-                                      cache_bytes=rows * plan.bytes_per_sequence)
+        attempt = dataclasses.replace(plan, rows=rows)
         try:
-            result = run_phase(model, attempt, cache_cls, args.steps, args.warmup_steps, copy_tbps, args.seed,
-                               args.weight_total)
+            result = run_phase(model, attempt, cache_cls, args.steps, args.warmup_steps, copy_tbps, args.seed)
             break
         except torch.OutOfMemoryError as error:
             oom_rows.append(rows)
             first_error = first_error or str(error).split(". ")[0]
-        if model.device.type == "cuda":
-            torch.cuda.empty_cache()
+        empty_cache(model.device)
         rows -= max(1, -(-rows * 3 // 100))
         if rows < 1 or len(oom_rows) >= args.max_oom_retries:
             return failed(plan, f"out of memory at rows {oom_rows}: {first_error}", oom_rows)
@@ -383,7 +365,7 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
         flush = torch.zeros(FLUSH_BYTES // 4, dtype=torch.int32, device=device)
         copy_tbps = copy_bandwidth(20, 5, flush)
         del flush
-        torch.cuda.empty_cache()
+        empty_cache(device)
         total = torch.cuda.get_device_properties(device).total_memory
         device_name = torch.cuda.get_device_name(device)
     else:
@@ -393,8 +375,8 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
     if max_positions > shape.max_positions:
         raise ValueError(f"context + steps = {max_positions} exceeds the model's {shape.max_positions} positions")
     model = DecoderModel.random(model_config, torch.float16, device, seed=args.seed, max_positions=max_positions)
-    args.weight_total = model.weight_bytes()
-    allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else args.weight_total
+    weight_bytes = model.weight_bytes()
+    allocated = torch.cuda.memory_allocated(device) if device.type == "cuda" else weight_bytes
     reserve = int(args.reserve_gib * GIB)
     budget = total - allocated - reserve
     report: dict[str, Any] = {
@@ -403,7 +385,7 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
         "copy_bandwidth_tbps": copy_tbps,
         "total_memory_bytes": total,
         "weights_and_tables_bytes": allocated,
-        "weight_bytes": args.weight_total,
+        "weight_bytes": weight_bytes,
         "reserve_bytes": reserve,
         "budget_bytes": budget,
         "budget_gib": budget / GIB,
@@ -428,7 +410,6 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
             args.output_path.parent.mkdir(parents=True, exist_ok=True)
             args.output_path.write_text(json.dumps(report, indent=2) + "\n")
 
-    fp16_rows: dict[int, int] = {}
     for context in args.contexts:
         for policy in args.policies:
             plan, cls = plan_capacity(policy, shape, context, max_seq_lens[context], budget)
@@ -440,10 +421,7 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
             except Exception as error:  # noqa: BLE001 - record the failure, free memory, go on
                 result = failed(plan, f"{type(error).__name__}: {error}")
             finally:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-            if policy == "fp16":
-                fp16_rows[context] = result.rows
+                empty_cache(device)
             results.append(result)
             print(f"{context:>6} {policy:<13} rows {result.rows:>4} (planned {plan.rows}) cache "
                   f"{result.cache_gib:5.1f} GiB  step {result.step_ms_median:7.2f} ms  "
@@ -452,14 +430,13 @@ def run(args: argparse.Namespace, model_config: Any, device: torch.device) -> di
                   file=sys.stderr)
             emit()
     del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    empty_cache(device)
     if not args.skip_hf:
         from logquant_trt.bench.hf_baseline import run_hf_baseline
 
         context = max(args.contexts)
-        rows = args.hf_rows or fp16_rows.get(context) or plan_capacity("fp16", shape, context, max_seq_lens[context],
-                                                                       budget)[0].rows
+        # parse_args always runs fp16, whose phase (or its failure) reports the planned rows.
+        rows = args.hf_rows or next(r.rows for r in results if r.policy == "fp16" and r.context == context)
         try:
             hf = dataclasses.asdict(run_hf_baseline(model_config, rows, context, args.hf_steps, args.seed,
                                                     torch.float16, device))

@@ -78,7 +78,7 @@ def _cache_bytes(cache: Any) -> int:
     return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -93,10 +93,10 @@ def _time_steps(model: torch.nn.Module, cache: Any, rows: int, context: int, ste
         for i in range(steps + 1):
             tokens = torch.randint(vocab, (rows, 1), device=device, generator=generator)
             positions = torch.full((rows, 1), context + i, dtype=torch.int64, device=device)
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             model(input_ids=tokens, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            _sync(device)
+            sync(device)
             times.append((time.perf_counter() - start) * 1e3)
     return times
 
@@ -125,14 +125,14 @@ def run_hf_baseline(config: Any, rows: int, context: int, steps: int, seed: int 
                 rows -= max(1, rows // 8)
             finally:
                 del cache
-                _empty_cache(device)
+                empty_cache(device)
         return HFResult(context, requested, 0, fallbacks, steps, float("nan"), [], 0.0, 0,
                         transformers_version=transformers.__version__, error="out of memory at every batch size")
     finally:
         del model
-        _empty_cache(device)
+        empty_cache(device)
 
 
-def _empty_cache(device: torch.device) -> None:
+def empty_cache(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()

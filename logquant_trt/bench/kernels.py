@@ -104,6 +104,22 @@ def copy_bandwidth(iters: int, warmup: int, flush: torch.Tensor) -> float:
     return 2 * src.numel() / (median * 1e-6) / 1e12
 
 
+def paged_layer_read_bytes(layer: Any) -> int:
+    """Bytes one decode launch reads from a PagedLayer-shaped layer at its current state (docs/kv_format.md §7):
+    sealed pages' codes, params and masks with their block-table entries, tail tokens, retained positions,
+    valid retained entries, and the two lengths of each row."""
+    g = layer.config.group_size
+    page = sum(t[0].numel() * t.element_size()
+               for t in (layer.k_codes, layer.k_params, layer.v_codes, layer.v_params, layer.dup_mask))
+    rows, heads, slots = layer.retained_pos.shape
+    d, e = layer.tail_k.shape[3], layer.tail_k.element_size()
+    sealed = int(layer.num_sealed.long().sum())
+    tail = int((layer.seq_len.long() - layer.num_sealed.long() * g).sum())
+    valid = int((layer.retained_pos >= 0).sum())
+    return (sealed * (page + 4) + tail * heads * 2 * d * e + rows * heads * slots * 4 + valid * 2 * d * e
+            + rows * 8)
+
+
 def policy_config(policy: str) -> LogQuantConfig:
     return LogQuantConfig(policy=policy, group_size=GROUP_SIZE, residual=64, window=64, pool_size=3,
                           extra_pool_size=32, pool_skip_layers=0, key_axis="channel", dtype="float16")
@@ -119,7 +135,6 @@ def synthesize(config: LogQuantConfig, batch: int, length: int, heads: int, head
     g, d, dev = config.group_size, head_dim, "cuda"
     window = config.window if config.uses_log_window else config.residual
     sealed = max(0, (length - window) // g)
-    tail_len = length - sealed * g
     num_pages = max(1, batch * sealed)
     c = config.channel_group(d)
 
@@ -138,7 +153,6 @@ def synthesize(config: LogQuantConfig, batch: int, length: int, heads: int, head
     slots = max(1, config.retained_capacity())
     retained_pos = torch.full((batch, heads, slots), -1, dtype=torch.int32)
     dup = torch.zeros(num_pages, heads, g, dtype=torch.bool)
-    valid_retained = 0
     if config.retained_capacity() and sealed:
         regions = config.retained_regions()
         quantized = sealed * g
@@ -160,7 +174,6 @@ def synthesize(config: LogQuantConfig, batch: int, length: int, heads: int, head
                             break
                         retained_pos[b, h, offset + i] = -p - 2 if p in hidden else p
                         if p not in hidden:
-                            valid_retained += 1
                             dup[block_table[b, p // g], h, p % g] = True
     dup_mask = pack_mask_bits(dup)
 
@@ -178,10 +191,7 @@ def synthesize(config: LogQuantConfig, batch: int, length: int, heads: int, head
         retained_k=torch.randn(batch, heads, slots, d, generator=gen).half().to(dev),
         retained_v=torch.randn(batch, heads, slots, d, generator=gen).half().to(dev),
     )
-    per_block = heads * (2 * g * d // 4 + d * 4 + g * (d // c) * 4 + g // 8) + 4
-    nbytes = (batch * sealed * per_block + batch * tail_len * heads * 2 * d * 2
-              + batch * heads * slots * 4 + valid_retained * 2 * d * 2 + batch * 4 * 2)
-    return cache, nbytes
+    return cache, paged_layer_read_bytes(cache)
 
 
 def bench_shape(model: str, batch: int, length: int, args: argparse.Namespace, flush: torch.Tensor,

@@ -15,12 +15,12 @@ import time
 
 import torch
 
-from logquant_trt.config import ConfigError, LogQuantConfig
+from logquant_trt.config import ConfigError, LogQuantConfig, Policy
 from logquant_trt.eval.simulate import simulate_policy
 from logquant_trt.runtime.model import DecoderModel
 from logquant_trt.runtime.scoring import perplexity, teacher_forced_logits
 
-POLICIES = ("fp16", "kivi", "logquant", "ott", "logquant_ott")
+POLICIES = tuple(p.value for p in Policy)
 
 
 @dataclasses.dataclass
