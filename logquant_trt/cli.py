@@ -8,6 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from logquant_trt.cache_arguments import add_cache_arguments, cache_config
+from logquant_trt.config import LogQuantConfig
+
 
 def _add_eval_arguments(parser: argparse.ArgumentParser, num_tokens: int, prefill: int,
                         gen_tokens: int) -> None:
@@ -71,27 +74,15 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="HF checkpoint directory (Llama, Qwen2, Mistral); default: embedded SmolLM2-135M")
     parser.add_argument("--out", type=Path, required=True, help="output directory (model.onnx, logquant_export.json)")
-    parser.add_argument("--policy", default="logquant_ott", help="fp16, kivi, logquant, ott, logquant_ott")
-    parser.add_argument("--group-size", type=int, default=32)
-    parser.add_argument("--window", type=int, default=32, help="LogQuant W (multiple of the group size)")
-    parser.add_argument("--residual", type=int, default=64, help="KIVI/OTT R")
-    parser.add_argument("--sink-tokens", type=int, default=0)
-    parser.add_argument("--pool-size", type=int, default=3)
-    parser.add_argument("--extra-pool-size", type=int, default=32)
-    parser.add_argument("--pool-skip-layers", type=int, default=2)
-    parser.add_argument("--key-axis", default="channel", help="channel or token")
+    add_cache_arguments(parser)
+    parser.set_defaults(group_size=32, window=32)  # the embedded model's export; otherwise LogQuantConfig's
     parser.add_argument("--dtype", default="float16", help="cache/attention dtype: float16 or bfloat16")
     parser.add_argument("--validate", type=int, default=8, metavar="STEPS",
                         help="decode steps compared with PyTorch in ONNX Runtime after the prefill (0: skip)")
 
 
-def export_config(args: argparse.Namespace) -> "LogQuantConfig":  # noqa: F821
-    from logquant_trt.config import LogQuantConfig
-
-    return LogQuantConfig(policy=args.policy, group_size=args.group_size, window=args.window,
-                          residual=args.residual, sink_tokens=args.sink_tokens, pool_size=args.pool_size,
-                          extra_pool_size=args.extra_pool_size, pool_skip_layers=args.pool_skip_layers,
-                          key_axis=args.key_axis, dtype=args.dtype)
+def export_config(args: argparse.Namespace) -> LogQuantConfig:
+    return cache_config(args, args.dtype)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -124,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="GPU runtime perplexity vs the CPU reference (extra arguments go to the routine)")
     export = commands.add_parser("export", help="ONNX graph with the LogQuantAttention plugin node")
     add_export_arguments(export)
+    from logquant_trt.serve import client as serve_client
     from logquant_trt.serve import commands as serve_commands
 
     serve = commands.add_parser("serve", help="Triton Inference Server (PyTriton) with a text-generation model")
     serve_commands.add_serve_arguments(serve)
     client = commands.add_parser("client", help="send a prompt to `logquant-trt serve` with tritonclient")
-    serve_commands.add_client_arguments(client)
+    serve_client.add_arguments(client)
     triton_repo = commands.add_parser("triton-repo", help="Triton model repository for a `make engine` TensorRT engine")
     serve_commands.add_triton_repo_arguments(triton_repo)
     args, rest = parser.parse_known_args(argv)
@@ -144,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         return _run_export(args)
     if args.command in ("serve", "client", "triton-repo"):
-        return {"serve": serve_commands.run_serve, "client": serve_commands.run_client,
+        return {"serve": serve_commands.run_serve, "client": serve_client.run,
                 "triton-repo": serve_commands.run_triton_repo}[args.command](args)
     return _run_eval(args)
 

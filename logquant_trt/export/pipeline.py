@@ -37,6 +37,8 @@ def check_inputs(model_path: Path | None, config: LogQuantConfig, validate_steps
     problems = plugin_config_problems(config)
     if problems:
         raise ValueError("; ".join(problems))
+    if validate_steps < 0:
+        raise ValueError(f"--validate={validate_steps}: the number of decode steps to validate must be >= 0")
     if validate_steps and config.dtype != "float16":
         raise ValueError(f"validation runs float16 caches only; got dtype={config.dtype!r} (use --validate 0)")
     if validate_steps and config.uses_log_window and config.sink_tokens:

@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     if (args.prompt is None) == (args.ids is None):
         print("logquant-trt client: give a prompt or --ids, not both or neither", file=sys.stderr)
         return 2
+    if not args.timeout > 0:
+        print(f"logquant-trt client: --timeout={args.timeout} is invalid: must be > 0 seconds", file=sys.stderr)
+        return 2
     try:
         ids = None if args.ids is None else [int(t) for t in args.ids.split(",") if t.strip()]
     except ValueError:
@@ -182,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     except ConnectionError as error:
         print(f"logquant-trt client: cannot reach the server: {error}", file=sys.stderr)
+        return 1
+    except TimeoutError as error:  # stream(): no response within --timeout
+        print(f"logquant-trt client: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The `serve`, `client` and `triton-repo` subcommands of `logquant-trt` (registered in logquant_trt/cli.py)."""
+"""The `serve` and `triton-repo` subcommands of `logquant-trt` (registered in logquant_trt/cli.py)."""
 
 from __future__ import annotations
 
@@ -10,30 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from logquant_trt.serve import client
+from logquant_trt.cache_arguments import add_cache_arguments, cache_config
 
-# Cache flags: LogQuantConfig field -> (flag, type). Unset flags keep LogQuantConfig's (and so the engine's) defaults.
-_CACHE_FLAGS = {"policy": ("--policy", str), "group_size": ("--group-size", int), "window": ("--window", int),
-                "residual": ("--residual", int), "sink_tokens": ("--sink-tokens", int),
-                "pool_size": ("--pool-size", int), "extra_pool_size": ("--extra-pool-size", int),
-                "pool_skip_layers": ("--pool-skip-layers", int), "key_axis": ("--key-axis", str)}
 _DTYPES = ("float16", "bfloat16", "float32")
-
-
-def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("KV cache (default: LogQuantConfig's defaults)")
-    group.add_argument("--policy", default=None, help="fp16, kivi, logquant, ott, logquant_ott (default)")
-    for field, (flag, kind) in _CACHE_FLAGS.items():
-        if field != "policy":
-            group.add_argument(flag, type=kind, default=None, dest=field)
-
-
-def cache_config(args: argparse.Namespace, dtype: str) -> Any:
-    """LogQuantConfig from the given cache flags; ConfigError (a ValueError naming the field) if invalid."""
-    from logquant_trt.config import LogQuantConfig
-
-    given = {field: getattr(args, field) for field in _CACHE_FLAGS if getattr(args, field) is not None}
-    return LogQuantConfig(dtype=dtype, **given)
 
 
 # -- serve --------------------------------------------------------------------------------------------------
@@ -77,7 +56,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from logquant_trt.runtime import GenerationEngine
     from logquant_trt.serve.server import GenerationServer
 
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
         engine = GenerationEngine.from_pretrained(args.model, **engine_kwargs)
@@ -103,14 +82,22 @@ def _serve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Engine keyword arguments and the ServerConfig; ValueError naming the flag when one is invalid."""
     import torch
 
+    from logquant_trt.runtime.cache import CacheBackend
     from logquant_trt.serve.processes import resolve_ports
     from logquant_trt.serve.server import ServerConfig
 
     for flag, value in (("--max-batch", args.max_batch), ("--max-seq-len", args.max_seq_len)):
         if value < 1:
             raise ValueError(f"{flag}={value} is invalid: must be >= 1")
-    if args.instances is not None and args.instances < 1:
-        raise ValueError(f"--instances={args.instances} is invalid: must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads={args.threads} is invalid: must be >= 1")
+    if args.log_file is not None and not args.log_file.parent.is_dir():
+        raise ValueError(f"--log-file={str(args.log_file)!r}: its directory does not exist")
+    if args.backend is not None:
+        try:
+            CacheBackend.parse(args.backend)
+        except ValueError as error:
+            raise ValueError(f"--backend={args.backend!r} is invalid: {error}") from None
     if args.model is not None and not args.model.is_dir():
         raise ValueError(f"--model={str(args.model)!r} is not a directory")
     try:
@@ -122,22 +109,15 @@ def _serve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     dtype = args.dtype or ("float16" if device.type == "cuda" else "float32")
     ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port}
     resolve_ports({f"--{k.replace('_', '-')}": v for k, v in ports.items()})  # validates ranges, names the flag
+    server_config = ServerConfig(instances=args.instances, log_file=args.log_file, **ports)
+    problems = server_config.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
     engine_kwargs = {"cache_config": cache_config(args, dtype), "device": device, "dtype": getattr(torch, dtype),
                      "max_batch": args.max_batch, "max_seq_len": args.max_seq_len}
     if args.backend is not None:
         engine_kwargs["backend"] = args.backend
-    return engine_kwargs, ServerConfig(instances=args.instances, log_file=args.log_file, **ports)
-
-
-# -- client -------------------------------------------------------------------------------------------------
-
-
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    client.add_arguments(parser)
-
-
-def run_client(args: argparse.Namespace) -> int:
-    return client.run(args)
+    return engine_kwargs, server_config
 
 
 # -- triton-repo --------------------------------------------------------------------------------------------

@@ -57,6 +57,10 @@ class RepositorySettings:
         if not engine_path.is_file():
             raise FileNotFoundError(f"engine file {engine_path} (named in {config_path}) not found")
         plugin = Path(plugin_library or config["plugin_library"]).resolve()
+        if not plugin.is_file():
+            raise FileNotFoundError(f"plugin library {plugin} not found (--plugin, or the path in {config_path})")
+        if gpu < 0:
+            raise ValueError(f"gpu={gpu} is invalid: must be a device index >= 0")
         if tokenizer_dir is None:
             from logquant_trt.models.embedded import ensure_embedded_model
 

@@ -70,7 +70,7 @@ def process_tree(pid: int) -> list[psutil.Process]:
 
 def kill_leftovers(processes: list[psutil.Process], timeout_s: float = 5.0) -> list[str]:
     """SIGKILL whichever of `processes` still run (by PID, checked against their start time); returns "PID (name)"."""
-    alive = [p for p in processes if _running(p)]
+    alive = [p for p in processes if is_alive(p)]
     described = [f"{p.pid} ({_name(p)})" for p in alive]
     for process in alive:
         try:
@@ -84,14 +84,14 @@ def kill_leftovers(processes: list[psutil.Process], timeout_s: float = 5.0) -> l
 def wait_gone(processes: list[psutil.Process], timeout_s: float) -> bool:
     """True once none of `processes` runs; False if some still do after timeout_s."""
     deadline = time.monotonic() + timeout_s
-    while any(_running(p) for p in processes):
+    while any(is_alive(p) for p in processes):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
     return True
 
 
-def _running(process: psutil.Process) -> bool:
+def is_alive(process: psutil.Process) -> bool:
     # is_running() compares the start time too, so a recycled PID is not mistaken for our process.
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE

@@ -52,7 +52,6 @@ OUTPUTS: tuple[TensorSpec, ...] = (
 )
 
 INPUT_NAMES = tuple(spec.name for spec in INPUTS)
-OUTPUT_NAMES = tuple(spec.name for spec in OUTPUTS)
 PROMPT_INPUTS = ("text_input", "input_ids")
 
 

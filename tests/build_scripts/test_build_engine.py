@@ -45,7 +45,7 @@ def tensorrt_installed() -> bool:
     return True
 
 
-@pytest.mark.parametrize("case", ["architecture", "weights", "head_dim", "dtype", "pool_size"])
+@pytest.mark.parametrize("case", ["architecture", "weights", "head_dim", "dtype", "pool_size", "validate"])
 def test_bad_input_exits_2_naming_the_value(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     torch.manual_seed(0)
     model_dir, extra = tmp_path / "model", []
@@ -61,9 +61,12 @@ def test_bad_input_exits_2_naming_the_value(case: str, tmp_path: Path, capsys: p
     elif case == "dtype":
         save(LlamaForCausalLM(LlamaConfig(**TINY)), model_dir)
         extra, expected = ["--dtype", "float32"], "dtype='float32'"
-    else:
+    elif case == "pool_size":
         save(LlamaForCausalLM(LlamaConfig(**TINY)), model_dir)
         extra, expected = ["--pool-size", "65"], "pool_size=65 exceeds the plugin's maximum 64"
+    else:
+        save(LlamaForCausalLM(LlamaConfig(**TINY)), model_dir)
+        extra, expected = ["--validate", "-1"], "--validate=-1"
     code, _, err = run(capsys, "--model", str(model_dir), "--out", str(tmp_path / "out"), *extra)
     assert code == 2 and expected in err, err[-2000:]
     assert not (tmp_path / "out").exists(), "nothing may be written before the checks pass"

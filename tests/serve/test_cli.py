@@ -20,6 +20,7 @@ pytest.importorskip("tritonclient.grpc")
 psutil = pytest.importorskip("psutil")
 
 from logquant_trt.cli import main as cli_main  # noqa: E402
+from logquant_trt.serve.processes import is_alive  # noqa: E402
 
 READY = re.compile(r"serving on http://(127\.0\.0\.1:\d+) and grpc (127\.0\.0\.1:\d+)")
 START_TIMEOUT_S = 180
@@ -72,7 +73,7 @@ def test_serve_client_and_ctrl_c(tmp_path: Path, capsys: pytest.CaptureFixture) 
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=120)
     assert code == 0
-    assert not [p.pid for p in tree if _running(p)], "processes left after Ctrl-C"
+    assert not [p.pid for p in tree if is_alive(p)], "processes left after Ctrl-C"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -83,6 +84,10 @@ def test_serve_client_and_ctrl_c(tmp_path: Path, capsys: pytest.CaptureFixture) 
     (["--device", "tpu"], "--device='tpu' is invalid"),
     (["--model", "/nonexistent"], "--model='/nonexistent' is not a directory"),
     (["--http-port", "1", "--grpc-port", "1"], "ports must differ"),
+    (["--instances", "300"], "instances=300 is invalid"),
+    (["--backend", "bogus"], "--backend='bogus' is invalid"),
+    (["--threads", "0"], "--threads=0 is invalid"),
+    (["--log-file", "/nonexistent/triton.log"], "--log-file='/nonexistent/triton.log'"),
 ])
 def test_bad_serve_flags_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     assert cli_main(["serve", *args]) == 2
@@ -94,10 +99,6 @@ def test_client_needs_a_prompt(capsys: pytest.CaptureFixture) -> None:
     assert "give a prompt or --ids" in capsys.readouterr().err
     assert cli_main(["client", "--ids", "1,x"]) == 2
     assert "--ids='1,x' is invalid" in capsys.readouterr().err
+    assert cli_main(["client", "--timeout", "0", "Hi"]) == 2
+    assert "--timeout=0.0 is invalid" in capsys.readouterr().err
 
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -110,6 +110,8 @@ def test_limits_come_from_the_profile(engine_dir: Path) -> None:
     ("--max-batch", "5", "max_batch=5 is invalid: the engine's profile allows 1 .. 4"),
     ("--max-seq-len", "257", "max_seq_len=257 is invalid: the engine's profile allows 1 .. 256"),
     ("--max-batch", "0", "max_batch=0 is invalid"),
+    ("--gpu", "-1", "gpu=-1 is invalid"),
+    ("--plugin", "/nonexistent/liblogquant_trt_plugin.so", "/nonexistent/liblogquant_trt_plugin.so not found"),
 ])
 def test_settings_beyond_the_profile_are_refused(engine_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  flag: str, value: str, expected: str) -> None:

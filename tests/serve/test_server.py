@@ -208,12 +208,8 @@ BAD_REQUESTS = (
 def _send_raw(url: str, model: str, arrays: dict[str, np.ndarray]) -> Any:
     """Sends the arrays as they are: their own dtypes and shapes, whatever the protocol says."""
     with tritonclient_http.InferenceServerClient(url) as client:
-        inputs = []
-        for name, array in arrays.items():
-            tensor = tritonclient_http.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
-        return client.infer(model, inputs)
+        dtypes = {name: np_to_triton_dtype(array.dtype) for name, array in arrays.items()}
+        return client.infer(model, infer_inputs(tritonclient_http, arrays, dtypes))
 
 
 @pytest.mark.parametrize("bad", BAD_REQUESTS, ids=lambda b: b.tag)
