@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without an install
 
 from logquant_trt.cli import add_export_arguments, export_config  # noqa: E402
+from logquant_trt.format import PAGE_TENSOR_NAMES  # noqa: E402
 
 EXIT_BAD_INPUT, EXIT_NO_TENSORRT, EXIT_BUILD_FAILED = 2, 3, 4
 PLUGIN_LIBRARY = REPO / "build" / "plugins" / "liblogquant_trt_plugin.so"
@@ -117,7 +118,7 @@ def _dynamic_inputs(metadata: dict[str, Any]) -> dict[str, tuple[str, ...]]:
                                           "context_lengths": ("batch",)}
     for name in metadata["inputs"][3:]:
         tensor = name.rsplit(".", 1)[1]
-        if tensor in ("k_codes", "k_params", "v_codes", "v_params", "dup_mask"):
+        if tensor in PAGE_TENSOR_NAMES:
             shapes[name] = ("num_pages",)
         elif tensor == "block_table":
             shapes[name] = ("batch", "max_blocks")

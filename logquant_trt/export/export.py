@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from logquant_trt.format import PAGE_TENSOR_NAMES
 from logquant_trt.models.paged_lm import PagedCausalLM
 from logquant_trt.ops.logquant_attention import (CACHE_INPUTS, CACHE_OUTPUTS, PLUGIN_NAME, PLUGIN_NAMESPACE,
                                                  PLUGIN_VERSION, plugin_config_problems)
@@ -27,7 +28,6 @@ __all__ = ["ExportResult", "export_onnx"]
 ONNX_OPSET = 18
 MODEL_FILENAME = "model.onnx"
 METADATA_FILENAME = "logquant_export.json"
-PAGE_TENSORS = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +81,8 @@ def _example_inputs(lm: PagedCausalLM) -> tuple[tuple[torch.Tensor, ...], dict[s
     context_lengths = torch.full((batch,), tokens, dtype=torch.int32)
     dim = torch.export.Dim
     b, n, pages, blocks = dim("batch"), dim("num_tokens"), dim("num_pages"), dim("max_blocks")
-    per_tensor = {name: {0: pages} for name in PAGE_TENSORS}
-    per_tensor.update({name: {0: b} for name in CACHE_INPUTS if name not in PAGE_TENSORS})
+    per_tensor = {name: {0: pages} for name in PAGE_TENSOR_NAMES}
+    per_tensor.update({name: {0: b} for name in CACHE_INPUTS if name not in PAGE_TENSOR_NAMES})
     per_tensor["block_table"] = {0: b, 1: blocks}
     shapes = {"input_ids": {0: b, 1: n}, "position_ids": {0: b, 1: n}, "context_lengths": {0: b},
               "cache": tuple(per_tensor[name] for _ in cache for name in CACHE_INPUTS)}

@@ -18,6 +18,7 @@ from torch import nn
 
 from logquant_trt.config import LogQuantConfig
 from logquant_trt.models.checkpoint import SUPPORTED_MODEL_TYPES
+from logquant_trt.ops._cache_view import HEAD_DIMS  # the kernels' and the plugin's (docs/plugin.md, head_dim)
 from logquant_trt.ops.logquant_attention import FIELDS, attention, plugin_fields
 
 # model_type -> (module, attention class). All share Llama's projections and rotate_half RoPE.
@@ -27,7 +28,6 @@ ATTENTION_CLASSES = {
     "mistral": ("transformers.models.mistral.modeling_mistral", "MistralAttention"),
 }
 assert tuple(ATTENTION_CLASSES) == SUPPORTED_MODEL_TYPES
-SUPPORTED_HEAD_DIMS = (64, 128)  # the decode kernel's and the plugin's (docs/plugin.md, head_dim)
 
 
 @dataclasses.dataclass
@@ -46,9 +46,9 @@ def check_patchable(hf_config: object, config: LogQuantConfig) -> None:
         raise ValueError(f"model_type={model_type!r} is not supported; supported: {', '.join(ATTENTION_CLASSES)}")
     heads, kv_heads = hf_config.num_attention_heads, hf_config.num_key_value_heads
     head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
-    if head_dim not in SUPPORTED_HEAD_DIMS:
+    if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim={head_dim} of this {model_type} model is not supported by the kernels; "
-                         f"supported: {SUPPORTED_HEAD_DIMS}")
+                         f"supported: {HEAD_DIMS}")
     if heads % kv_heads:
         raise ValueError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
     config.check_head_dim(head_dim)

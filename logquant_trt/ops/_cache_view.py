@@ -17,11 +17,8 @@ from typing import Any
 import torch
 
 from logquant_trt.config import KeyAxis, LogQuantConfig
-from logquant_trt.format import GROUP_SIZES, KEY_AXIS_IDS, MASK_WORD_BITS, POLICY_IDS
+from logquant_trt.format import CACHE_TENSOR_NAMES, GROUP_SIZES, KEY_AXIS_IDS, MASK_WORD_BITS, POLICY_IDS
 
-# Order of KvCacheView's pointer fields; also the order of the cache arguments of the custom ops.
-CACHE_TENSOR_NAMES = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask", "block_table",
-                      "num_sealed", "seq_len", "tail_k", "tail_v", "retained_pos", "retained_k", "retained_v")
 HEAD_DIMS = (64, 128)
 # logquant::DataType
 DTYPE_IDS = {torch.float16: 0, torch.bfloat16: 1}

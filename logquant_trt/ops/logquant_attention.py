@@ -17,14 +17,14 @@ import dataclasses
 import torch
 
 from logquant_trt.config import LogQuantConfig
+from logquant_trt.format import CACHE_TENSOR_NAMES
 
 PLUGIN_NAME = "LogQuantAttention"
 PLUGIN_VERSION = "1"
 PLUGIN_NAMESPACE = "logquant"
 
 # Cache inputs 3..15 of the plugin, in order; every one but block_table is also an output.
-CACHE_INPUTS = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask", "block_table", "num_sealed", "seq_len",
-                "tail_k", "tail_v", "retained_pos", "retained_k", "retained_v")
+CACHE_INPUTS = CACHE_TENSOR_NAMES
 CACHE_OUTPUTS = tuple(n for n in CACHE_INPUTS if n != "block_table")
 # The plugin's fields, in docs/plugin.md's order: LogQuantConfig's fields plus the layer geometry.
 CONFIG_FIELDS = ("policy", "bits", "group_size", "residual", "window", "sink_tokens", "pool_size",

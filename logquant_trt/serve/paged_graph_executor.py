@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from logquant_trt.format import PAGE_TENSOR_NAMES
 from logquant_trt.ops.logquant_attention import CACHE_INPUTS, CACHE_OUTPUTS, LayerCache
 from logquant_trt.runtime.executor import Executor
 
@@ -27,7 +28,6 @@ from logquant_trt.runtime.executor import Executor
 # cache: CACHE_INPUTS of layer 0, layer 1, ... for these B rows, updated in place by the step.
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]
 
-_PAGE_TENSORS = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
 
 
 class SlotCache:
@@ -40,7 +40,7 @@ class SlotCache:
 
     def views(self, start: int, stop: int) -> list[torch.Tensor]:
         """The step's cache argument for slots [start, stop): pages whole, per-sequence tensors sliced."""
-        return [t if name in _PAGE_TENSORS else t[start:stop]
+        return [t if name in PAGE_TENSOR_NAMES else t[start:stop]
                 for layer in self.layers for name, t in layer.items()]
 
     def reset(self, slot: int) -> None:

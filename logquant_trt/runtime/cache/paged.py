@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from logquant_trt.format import MASK_WORD_BITS
+from logquant_trt.format import MASK_WORD_BITS, PAGE_TENSOR_NAMES
 from logquant_trt.ops.decode_attention import DecodeAttentionRunner
 from logquant_trt.ops.kv_write import append_decode, quantize_prefill
 from logquant_trt.reference.paged import PagedLayer, page_shapes
@@ -77,9 +77,8 @@ class PagedKVCache(KVCache):
         self._rows = {name: _stacked(layers, rows, s, dt or dtype, device, ROW_FIELDS[name] or 0)
                       for name, (s, dt) in row_shapes.items()}
         self._staging = {name: alloc((1,), s, dt, ROW_FIELDS[name] or 0) for name, (s, dt) in row_shapes.items()}
-        names = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
         per_page = _page_tensor_shapes(self.config, self.shape)
-        pages = [{n: alloc((self.num_pages,), s, dt) for n, (s, dt) in zip(names, per_page)}
+        pages = [{n: alloc((self.num_pages,), s, dt) for n, (s, dt) in zip(PAGE_TENSOR_NAMES, per_page)}
                  for _ in range(layers)]
         self.block_table = torch.full((rows, max_blocks(self.config, self.max_seq_len)), -1, dtype=torch.int32,
                                       device=device)
