@@ -16,6 +16,7 @@ class PageAllocator:
             raise ValueError(f"num_pages must be >= 0, got {num_pages}")
         self.num_pages = num_pages
         self._free = list(range(num_pages - 1, -1, -1))  # a stack: pop() yields the lowest id
+        self._taken: set[int] = set()  # checks frees without a scan of the pool
 
     @property
     def num_free(self) -> int:
@@ -27,12 +28,14 @@ class PageAllocator:
             raise ValueError(f"count must be >= 0, got {count}")
         if count > len(self._free):
             return None
-        return [self._free.pop() for _ in range(count)]
+        pages = [self._free.pop() for _ in range(count)]
+        self._taken.update(pages)
+        return pages
 
     def free(self, pages: list[int]) -> None:
-        taken = set(range(self.num_pages)) - set(self._free)
-        stray = [p for p in pages if p not in taken]
+        stray = [p for p in pages if p not in self._taken]
         if stray:
             raise ValueError(f"pages {stray} are not allocated (double free?)")
-        self._free.extend(sorted(pages, reverse=True))
+        self._taken.difference_update(pages)
+        self._free.extend(pages)
         self._free.sort(reverse=True)
