@@ -77,10 +77,11 @@ def unpack_mask_bits(words: torch.Tensor) -> torch.Tensor:
 
 
 def to_paged(states: list[LayerKVState], num_pages: int | None = None,
-             generator: torch.Generator | None = None) -> PagedLayer:
+             generator: torch.Generator | None = None, shuffle: bool = True) -> PagedLayer:
     """Lay out single-sequence states (B = 1 each) as one paged batch, on the CPU.
 
-    Pages are handed out in a random order so that readers must honour the block table.
+    Pages are handed out in a random order (shuffle) so that readers must honour the block table; without
+    shuffle, in block order and without drawing from any generator.
     """
     config = states[0].config
     for s in states:
@@ -92,7 +93,7 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
     num_pages = max(needed, 1) if num_pages is None else num_pages
     if num_pages < needed:
         raise ValueError(f"num_pages={num_pages} < {needed} sealed blocks")
-    order = torch.randperm(num_pages, generator=generator)
+    order = torch.randperm(num_pages, generator=generator) if shuffle else torch.arange(num_pages)
     template = next((s.blocks for s in states if s.blocks is not None), None)
     shapes = page_shapes(config.key_axis, heads, g, d, config.channel_group(d))
     pool = [torch.zeros((num_pages, *shape), dtype=torch.uint8 if i % 2 == 0 else dtype)

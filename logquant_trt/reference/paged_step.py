@@ -15,6 +15,7 @@ import dataclasses
 import torch
 
 from logquant_trt.config import LogQuantConfig
+from logquant_trt.format import PAGE_TENSOR_NAMES
 from logquant_trt.reference.attention import dense_attention
 from logquant_trt.reference.blocks import QuantizedBlocks, dequantize_blocks
 from logquant_trt.reference.layer_state import LayerKVState
@@ -22,7 +23,6 @@ from logquant_trt.reference.outlier_pool import key_l1_scores
 from logquant_trt.reference.paged import PagedLayer, paged_attention, tail_slots, to_paged
 from logquant_trt.reference.retention import LayerRetention
 
-PAGE_TENSORS = ("k_codes", "k_params", "v_codes", "v_params", "dup_mask")
 
 
 def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, paged: PagedLayer,
@@ -49,10 +49,11 @@ def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, paged: Pag
             state.append(kb, vb)
             # A prefill attends over its own unquantized K/V (docs/kv_format.md §5).
             out[b:b + 1, :, :length] = dense_attention(q[b:b + 1, :, :length], kb, vb)
-            single = to_paged([state])
         else:
             state.append(k[b:b + 1], v[b:b + 1])
-            single = to_paged([state])
+        # In block order: the op must not draw from torch's global generator (callers' sampling seeds).
+        single = to_paged([state], shuffle=False)
+        if n == 1:
             out[b:b + 1] = paged_attention(q[b:b + 1], single)
         _write_sequence(new, b, single)
     return out, new
@@ -77,7 +78,7 @@ def layer_state_from_paged(paged: PagedLayer, b: int, layer_idx: int) -> LayerKV
         if bool((pages < 0).any()):
             raise ValueError(f"block_table[{b}, :{sealed}] = {pages.tolist()} maps a sealed block to no page")
         state.blocks = QuantizedBlocks(config.key_axis, *(getattr(paged, name)[pages].unsqueeze(0)
-                                                           for name in PAGE_TENSORS[:4]))
+                                                           for name in PAGE_TENSOR_NAMES[:4]))
         state._dequantized = dequantize_blocks(state.blocks)
     slots = tail_slots(sealed * g, length, paged.tail_k.shape[2], paged.tail_k.device)
     state.tail_k, state.tail_v = paged.tail_k[b:b + 1, :, slots], paged.tail_v[b:b + 1, :, slots]
@@ -123,7 +124,7 @@ def _write_sequence(dst: PagedLayer, b: int, single: PagedLayer) -> None:
         if page < 0:
             raise ValueError(f"block_table[{b}, {n}] = -1: the caller must map every block this call seals")
         src = int(single.block_table[0, n])
-        for name in PAGE_TENSORS:
+        for name in PAGE_TENSOR_NAMES:
             getattr(dst, name)[page] = getattr(single, name)[src]
     dst.num_sealed[b], dst.seq_len[b] = single.num_sealed[0], single.seq_len[0]
     for name in ("tail_k", "tail_v", "retained_pos", "retained_k", "retained_v"):
