@@ -27,7 +27,7 @@ ROW_FIELDS = {"num_sealed": 0, "seq_len": 0, "tail_k": None, "tail_v": None, "re
               "retained_k": None, "retained_v": None}
 
 
-def _row_shapes(config, shape, max_seq_len: int) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
+def _row_shapes(config, shape) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
     """Per-row shapes of one layer (None dtype = the cache dtype)."""
     h, d = shape.num_kv_heads, shape.head_dim
     t, s = config.tail_capacity(), max(config.retained_capacity(), 1)
@@ -73,7 +73,7 @@ class PagedKVCache(KVCache):
         def alloc(lead: tuple[int, ...], shape: tuple[int, ...], dt: torch.dtype | None, fill: int = 0):
             return torch.full((*lead, *shape), fill, dtype=dt or dtype, device=device)
 
-        row_shapes = _row_shapes(self.config, self.shape, self.max_seq_len)
+        row_shapes = _row_shapes(self.config, self.shape)
         self._rows = {name: _stacked(layers, rows, s, dt or dtype, device, ROW_FIELDS[name] or 0)
                       for name, (s, dt) in row_shapes.items()}
         self._staging = {name: alloc((1,), s, dt, ROW_FIELDS[name] or 0) for name, (s, dt) in row_shapes.items()}
@@ -94,7 +94,7 @@ class PagedKVCache(KVCache):
     @classmethod
     def bytes_per_row(cls, config, shape, max_seq_len: int) -> int:
         dtype = getattr(torch, config.dtype)
-        per_layer = sum(_nbytes(s, dt, dtype) for s, dt in _row_shapes(config, shape, max_seq_len).values())
+        per_layer = sum(_nbytes(s, dt, dtype) for s, dt in _row_shapes(config, shape).values())
         return shape.num_layers * per_layer + max_blocks(config, max_seq_len) * 4
 
     @classmethod
