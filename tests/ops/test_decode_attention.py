@@ -149,6 +149,24 @@ def test_long_sequences_match_reference(batch: int, length: int) -> None:
                                     (length,) * batch))
 
 
+@pytest.mark.parametrize("policy,head_dim", [("kivi", 128), ("logquant_ott", 64)])
+def test_more_slots_than_one_wave_match_reference(policy: str, head_dim: int) -> None:
+    """More (b, h) slots than one wave of three CTAs per SM holds: one split each, run with the shallow CTA shape
+    (four CTAs per SM, two stages; cpp/include/logquant/attention/decodeKernelParams.cuh)."""
+    from logquant_trt.bench.kernels import policy_config, synthesize
+    from logquant_trt.ops.decode_attention import decode_attention
+
+    heads = 8
+    batch = 3 * torch.cuda.get_device_properties(0).multi_processor_count // heads + 2
+    gen = torch.Generator().manual_seed(batch * head_dim)
+    cache, _ = synthesize(policy_config(policy), batch, 1500, heads, head_dim, gen)
+    q = torch.randn(batch, 4 * heads, 1, head_dim, generator=gen).half().cuda()
+    ref = paged_attention(q.float(), cache).cpu()
+    out = decode_attention(q, cache)
+    assert_matches(out, ref, Params(policy, head_dim, 4, cache.config.group_size, "channel", "float16",
+                                    (1500,) * batch))
+
+
 def test_shadowed_slots_and_arbitrary_masks_follow_the_layout() -> None:
     """Whatever retained_pos and dup_mask say is what counts: flip a third of the readable retained slots to
     shadowed (-p - 2) and set random dup_mask bits; the oracle reads the same layout."""

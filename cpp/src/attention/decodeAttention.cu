@@ -33,6 +33,7 @@ struct DecodePlan
 {
     int32_t groupRatio{1};
     int32_t queryTiles{1};
+    int32_t ctasPerSmShape{attention::kDEEP_CTAS_PER_SM};
     int32_t numSplits{1};
     int32_t unitsPerSplit{1};
     size_t countersBytes{0};
@@ -94,10 +95,12 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     int32_t smCount = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
     LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, device));
-    int32_t ctasPerSm = 0;
+    int32_t deepCtas = 0;
+    int32_t shallowCtas = 0;
     int32_t blocksPerUnit = 1;
     dispatchInstantiation(g, [&](auto launcher) {
-        ctasPerSm = launcher.ctasPerSm();
+        deepCtas = launcher.ctasPerSm(attention::kDEEP_CTAS_PER_SM);
+        shallowCtas = launcher.ctasPerSm(attention::kSHALLOW_CTAS_PER_SM);
         blocksPerUnit = launcher.blocksPerUnit();
     });
 
@@ -106,6 +109,11 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     plan.queryTiles = (plan.groupRatio * numQueries + kQUERY_TILE - 1) / kQUERY_TILE;
     int64_t const slots = static_cast<int64_t>(g.batch) * g.numKvHeads * plan.queryTiles;
     int32_t const units = (g.maxBlocksPerSeq + blocksPerUnit - 1) / blocksPerUnit;
+    // More (b, h, qt) than one wave of deep CTAs: every CTA is a whole slot, and the shallow shape runs more of
+    // them at once (decodeKernelParams.cuh).
+    bool const shallow = slots > static_cast<int64_t>(smCount) * deepCtas && shallowCtas > deepCtas;
+    plan.ctasPerSmShape = shallow ? attention::kSHALLOW_CTAS_PER_SM : attention::kDEEP_CTAS_PER_SM;
+    int32_t const ctasPerSm = shallow ? shallowCtas : deepCtas;
     // One wave: as many splits per (b, h, qt) as there are free CTA slots, but never so many that a warp gets
     // fewer than kMIN_UNITS_PER_WARP units of the longest possible sequence.
     int64_t splits = std::max<int64_t>(1, static_cast<int64_t>(smCount) * ctasPerSm / slots);
@@ -201,7 +209,7 @@ void launchDecodeAttention(DecodeAttentionParams const& params, cudaStream_t str
         kp.partialO = reinterpret_cast<float*>(ws + plan.countersBytes + plan.mlBytes);
     }
     dim3 const grid(plan.numSplits, g.numKvHeads * plan.queryTiles, g.batch);
-    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, grid, stream); });
+    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, plan.ctasPerSmShape, grid, stream); });
 }
 
 } // namespace logquant::kernel

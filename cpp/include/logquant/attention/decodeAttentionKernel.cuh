@@ -17,25 +17,28 @@
 // - The full-precision segments use the same online softmax; their operands are plain ldmatrix of the tiles.
 // - Merge: the 8 partial results of a CTA (2 per warp) are merged in shared memory; with several splits, each CTA
 //   writes (O, max, sum) to the workspace and the last CTA of (b, h, qt) (atomic counter, which it resets) merges
-//   them into the output. One launch, no host sync: lengths are read on the device.
+//   them into the output (mergeSplits: one round trip to L2 for up to 8 splits). One launch, no host sync: lengths
+//   are read on the device.
+// - CTA shape: three CTAs per SM with three stages, or four with two stages when one split per (b, h, qt) already
+//   takes more than one wave (decodeKernelParams.cuh).
 //
 // Token order inside a 64-token tile (fixed by the code packing): lane (g, i) owns tokens 8g .. 8g+7; row g of
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 79 us = 4.5x torch SDPA
-// (355 us), 71% of copy on the bytes read; B=8 L=128k 263 us = 5.3x, 85%; B=64 L=16k 295 us = 4.7x, 77%.
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 77 us = 4.6x torch SDPA
+// (354 us), 73% of copy on the bytes read; B=8 L=128k 257 us = 5.4x, 87%; B=64 L=16k 260 us = 5.4x, 88%.
 // Where B=8 L=32k spends its time (NOTE(k1), per-CTA %globaltimer stamps and ncu):
-// - The hot loop is ~980 instructions per 64 tokens (30% LOP3: code expansion, 1 ALU op per 2 codes); with 12
-//   warps/SM it issues at ~0.5 IPC per scheduler, so the loop alone (key codes only, a quarter of the bytes)
-//   takes ~69 us: compute is not hidden behind memory.
-// - The same launch structure with the compute removed takes 70 us (80% of copy): ramp, per-warp pipelines of
-//   5 KB units, the full-precision tiles and the split-K tail (partials, fence, counter, last-CTA merge: ~5 us).
-//   A copy moving the same bytes takes 58 us (97%), torch.sum over them 63 us (89%).
-// - Static slices finish 40-71 us apart (older CTAs on an SM are scheduled first); neither launching the splits
-//   of a sequence far apart nor grid-wide unit claiming (its atomics delay the first data by ~3 us) shortened
-//   the launch. Four CTAs/SM (two stages, 128 registers) are 4% slower here and 13% faster at B=64 L=16k,
-//   where three CTAs/SM need 1.3 waves.
+// - The hot loop is ~900 instructions per 64 tokens (30% LOP3: code expansion, 1 ALU op per 2 codes) and issues
+//   at ~0.5 IPC per scheduler with 12 warps/SM. Yet it is not issue-bound: a variant with ~10% fewer
+//   instructions (GQA <= 4 rows served by both column halves of the mma) measured the same 79 us. With ~15 MB in
+//   flight the memory latency under load is ~6 us, ~2 units of compute per warp.
+// - The same launch structure with the compute removed takes 70 us (80% of copy). A copy moving the same bytes
+//   takes 58 us (97%), torch.sum over them 63 us (89%).
+// - Static slices finish 43-71 us apart (older CTAs on an SM are scheduled first, and SMs differ by ~6 us);
+//   while fewer warps remain the per-warp chain of compute limits bandwidth. Grid-wide unit claiming evened the
+//   warps out but its atomics delayed the first data by ~3 us; a split-K merge through thread-block clusters
+//   cannot run here (64 clusters of 6 CTAs do not fit at once: cudaOccupancyMaxActiveClusters = 62).
 #pragma once
 
 #include "logquant/attention/codeFragments.cuh"
@@ -55,8 +58,8 @@ namespace logquant::kernel::attention
 
 constexpr float kNEG_INF = -__builtin_huge_valf();
 
-//! Shared-memory layout and shapes of one instantiation.
-template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+//! Shared-memory layout and shapes of one instantiation; kCTAS_PER_SM is the CTA shape (decodeKernelParams.cuh).
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, int32_t kCTAS_PER_SM>
 struct DecodeTraits
 {
     static constexpr bool kCHANNEL_KEYS = kAXIS == KeyAxis::kCHANNEL;
@@ -78,7 +81,7 @@ struct DecodeTraits
     static constexpr int32_t kV_PARAMS = kK_PARAMS + kKPARAM_BYTES;
     static constexpr int32_t kMASK = kV_PARAMS + kVPARAM_BYTES;
     static constexpr int32_t kSTAGE_BYTES = kMASK + 16;
-    static constexpr int32_t kSTAGES = kG == 128 ? 2 : 3;
+    static constexpr int32_t kSTAGES = kCTAS_PER_SM == kSHALLOW_CTAS_PER_SM || kG == 128 ? 2 : 3;
 
     static constexpr int32_t kFP_ROW_UNITS = kD / 8; //!< 16-byte units of a full-precision row
     static constexpr int32_t kFP_TILE_BYTES = kFP_TILE_TOKENS * kD * 2; //!< one of K, V
@@ -94,12 +97,10 @@ struct DecodeTraits
     static constexpr int32_t kWARP_BYTES
         = (maxOf(kSTAGES * kSTAGE_BYTES, kPIECE_BYTES + 2 * kFP_TILE_BYTES) + 127) / 128 * 128;
     static constexpr int32_t kSMEM_BYTES = kWARPS * kWARP_BYTES;
-    //! Three CTAs (12 warps) per SM: a register cap of 168. NOTE(k1): four CTAs with two stages measured 4%
-    //! slower on the H100 (B=8, L=32k), the cap of 128 registers spilling in the hot loop.
-    static constexpr int32_t kMIN_CTAS = 3;
+    //! The register cap follows: 168 at three CTAs (12 warps) per SM, 128 at four.
+    static constexpr int32_t kMIN_CTAS = kCTAS_PER_SM;
 
     static_assert(kSTAGE_BYTES % 16 == 0 && kPIECE_BYTES % 16 == 0, "16-byte aligned regions");
-    static_assert((kMAX_SPLITS + kWARPS * kD) * kQUERY_TILE * 4 <= kSMEM_BYTES, "final merge scratch fits");
 };
 
 //! 16-byte unit of token row t, chunk c, in a swizzled code or value tile: rows read 8 at a time with a stride of
@@ -214,11 +215,11 @@ struct PieceState
     }
 };
 
-template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, int32_t kCTAS_PER_SM>
 class DecodeWarp
 {
 public:
-    using Traits = DecodeTraits<T, kD, kG, kAXIS>;
+    using Traits = DecodeTraits<T, kD, kG, kAXIS, kCTAS_PER_SM>;
     static constexpr int32_t kCHUNKS = Traits::kCHUNKS;
     static constexpr int32_t kGROUPS = Traits::kGROUPS;
     static constexpr int32_t kKSTEPS = Traits::kKSTEPS;
@@ -1014,15 +1015,106 @@ __device__ __forceinline__ void storeOutput(
     }
 }
 
-template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
-__global__ void __launch_bounds__(kTHREADS, (DecodeTraits<T, kD, kG, kAXIS>::kMIN_CTAS)) decodeAttentionKernel(DecodeKernelParams const p)
+//! The last CTA of (b, h, qt): merges the numSplits partials of the workspace into the output. Thread t owns row
+//! t / 16 and 16-byte column chunks (t % 16) + 16 j of it; the partials of kMERGE_SPLITS splits at a time are loaded
+//! together and merged with a running max, so six or eight splits cost one round trip to L2. NOTE(k1): the former
+//! two-phase merge (maxes, then values) was 3-4.6 us of the B=8 L=32k tail.
+template <typename T, int32_t kD>
+__device__ __forceinline__ void mergeSplits(
+    DecodeKernelParams const& p, int64_t slot, int32_t batch, int32_t head, int32_t queryTile, int32_t rowsValid)
 {
-    using Traits = DecodeTraits<T, kD, kG, kAXIS>;
+    constexpr int32_t kLANES_PER_ROW = kTHREADS / kQUERY_TILE;    // 16
+    constexpr int32_t kCHUNKS = kD / (4 * kLANES_PER_ROW);        // float4 chunks per thread: 2 (D = 128) or 1
+    constexpr int32_t kMERGE_SPLITS = 8;
+    int32_t const tid = static_cast<int32_t>(threadIdx.x);
+    int32_t const row = tid / kLANES_PER_ROW;
+    int32_t const lane = tid % kLANES_PER_ROW;
+    if (row >= rowsValid)
+    {
+        return;
+    }
+    auto const* ml = reinterpret_cast<float2 const*>(p.partialMl) + slot * p.numSplits * kQUERY_TILE + row;
+    auto const* partialO = reinterpret_cast<float4 const*>(p.partialO + (slot * p.numSplits * kQUERY_TILE + row) * kD);
+    constexpr int32_t kSPLIT_STRIDE = kQUERY_TILE * kD / 4; // float4s between two splits' tiles
+    float mRun = kNEG_INF;
+    float lRun = 0.0F;
+    float4 acc[kCHUNKS];
+#pragma unroll
+    for (int32_t c = 0; c < kCHUNKS; ++c)
+    {
+        acc[c] = make_float4(0.0F, 0.0F, 0.0F, 0.0F);
+    }
+    for (int32_t first = 0; first < p.numSplits; first += kMERGE_SPLITS)
+    {
+        float2 stats[kMERGE_SPLITS];
+        float4 values[kMERGE_SPLITS][kCHUNKS];
+#pragma unroll
+        for (int32_t i = 0; i < kMERGE_SPLITS; ++i)
+        {
+            int32_t const s = first + i;
+            bool const valid = s < p.numSplits;
+            stats[i] = valid ? __ldcg(ml + s * kQUERY_TILE) : make_float2(kNEG_INF, 0.0F);
+#pragma unroll
+            for (int32_t c = 0; c < kCHUNKS; ++c)
+            {
+                values[i][c] = valid ? __ldcg(partialO + s * kSPLIT_STRIDE + lane + kLANES_PER_ROW * c)
+                                     : make_float4(0.0F, 0.0F, 0.0F, 0.0F);
+            }
+        }
+        float mNew = mRun;
+#pragma unroll
+        for (int32_t i = 0; i < kMERGE_SPLITS; ++i)
+        {
+            mNew = fmaxf(mNew, stats[i].x);
+        }
+        // A row that no split saw keeps max -inf; subtract 0 instead so that exp2 sees no (-inf) - (-inf).
+        float const base = mNew == kNEG_INF ? 0.0F : mNew;
+        float const keep = fastExp2(mRun - base);
+        lRun *= keep;
+#pragma unroll
+        for (int32_t c = 0; c < kCHUNKS; ++c)
+        {
+            acc[c] = make_float4(acc[c].x * keep, acc[c].y * keep, acc[c].z * keep, acc[c].w * keep);
+        }
+#pragma unroll
+        for (int32_t i = 0; i < kMERGE_SPLITS; ++i)
+        {
+            float const w = fastExp2(stats[i].x - base);
+            lRun += w * stats[i].y;
+#pragma unroll
+            for (int32_t c = 0; c < kCHUNKS; ++c)
+            {
+                acc[c].x += w * values[i][c].x;
+                acc[c].y += w * values[i][c].y;
+                acc[c].z += w * values[i][c].z;
+                acc[c].w += w * values[i][c].w;
+            }
+        }
+        mRun = mNew;
+    }
+    float const inv = lRun > 0.0F ? 1.0F / lRun : 0.0F; // a row that sees nothing is written as 0
+#pragma unroll
+    for (int32_t c = 0; c < kCHUNKS; ++c)
+    {
+        int32_t const d = 4 * (lane + kLANES_PER_ROW * c);
+        float const v[4] = {acc[c].x, acc[c].y, acc[c].z, acc[c].w};
+#pragma unroll
+        for (int32_t k = 0; k < 4; ++k)
+        {
+            storeOutput<T>(p, batch, head, queryTile, row, d + k, v[k] * inv, kD);
+        }
+    }
+}
+
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, int32_t kCTAS_PER_SM>
+__global__ void __launch_bounds__(kTHREADS, kCTAS_PER_SM) decodeAttentionKernel(DecodeKernelParams const p)
+{
+    using Traits = DecodeTraits<T, kD, kG, kAXIS, kCTAS_PER_SM>;
     extern __shared__ __align__(128) uint8_t smem[];
     int32_t const warp = static_cast<int32_t>(threadIdx.x) >> 5;
     int32_t rowsValid = 0;
     {
-        DecodeWarp<T, kD, kG, kAXIS> worker(p, smem + warp * Traits::kWARP_BYTES);
+        DecodeWarp<T, kD, kG, kAXIS, kCTAS_PER_SM> worker(p, smem + warp * Traits::kWARP_BYTES);
         worker.run();
         rowsValid = worker.rowsValid();
     }
@@ -1076,83 +1168,7 @@ __global__ void __launch_bounds__(kTHREADS, (DecodeTraits<T, kD, kG, kAXIS>::kMI
         return;
     }
     __threadfence();
-    // Per row: max over splits and each split's weight, in shared memory (the pieces are no longer needed).
-    float* weights = reinterpret_cast<float*>(smem); // [numSplits][8]
-    __shared__ float rowSum[kQUERY_TILE];
-    int32_t const lane = tid & 31;
-    for (int32_t row = warp; row < rowsValid; row += kWARPS)
-    {
-        float mMax = kNEG_INF;
-        for (int32_t s = lane; s < p.numSplits; s += 32)
-        {
-            mMax = fmaxf(mMax, __ldcg(p.partialMl + 2 * ((slot * p.numSplits + s) * kQUERY_TILE + row)));
-        }
-#pragma unroll
-        for (int32_t mask = 16; mask > 0; mask >>= 1)
-        {
-            mMax = fmaxf(mMax, shflXor(mMax, mask));
-        }
-        float const base = mMax == kNEG_INF ? 0.0F : mMax;
-        float sum = 0.0F;
-        for (int32_t s = lane; s < p.numSplits; s += 32)
-        {
-            float const* ml = p.partialMl + 2 * ((slot * p.numSplits + s) * kQUERY_TILE + row);
-            float const w = fastExp2(__ldcg(ml) - base);
-            weights[s * kQUERY_TILE + row] = w;
-            sum += w * __ldcg(ml + 1);
-        }
-#pragma unroll
-        for (int32_t mask = 16; mask > 0; mask >>= 1)
-        {
-            sum += shflXor(sum, mask);
-        }
-        if (lane == 0)
-        {
-            rowSum[row] = sum;
-        }
-    }
-    __syncthreads();
-    // Warp w sums splits w, w + 4, ...; lane l owns elements l, l + 32, ... of the [8][D] tile, so every load is
-    // coalesced and a warp keeps all of its split's loads in flight. The 4 warp sums meet in shared memory.
-    constexpr int32_t kPER_LANE = kQUERY_TILE * kD / 32;
-    float acc[kPER_LANE];
-#pragma unroll
-    for (int32_t j = 0; j < kPER_LANE; ++j)
-    {
-        acc[j] = 0.0F;
-    }
-    for (int32_t s = warp; s < p.numSplits; s += kWARPS)
-    {
-        float const* partialTile = p.partialO + (slot * p.numSplits + s) * kQUERY_TILE * kD;
-#pragma unroll
-        for (int32_t j = 0; j < kPER_LANE; ++j)
-        {
-            int32_t const row = (lane + 32 * j) / kD;
-            if (row < rowsValid)
-            {
-                acc[j] += weights[s * kQUERY_TILE + row] * __ldcg(partialTile + lane + 32 * j);
-            }
-        }
-    }
-    __syncthreads(); // the weights are read; their space takes the warp sums
-    float* sums = weights + kMAX_SPLITS * kQUERY_TILE; // [kWARPS][8 * D]
-#pragma unroll
-    for (int32_t j = 0; j < kPER_LANE; ++j)
-    {
-        sums[warp * kQUERY_TILE * kD + lane + 32 * j] = acc[j];
-    }
-    __syncthreads();
-    for (int32_t e = tid; e < rowsValid * kD; e += kTHREADS)
-    {
-        float o = 0.0F;
-#pragma unroll
-        for (int32_t w = 0; w < kWARPS; ++w)
-        {
-            o += sums[w * kQUERY_TILE * kD + e];
-        }
-        float const l = rowSum[e / kD];
-        storeOutput<T>(p, batch, head, queryTile, e / kD, e % kD, l > 0.0F ? o / l : 0.0F, kD);
-    }
+    mergeSplits<T, kD>(p, slot, batch, head, queryTile, rowsValid);
     if (tid == 0)
     {
         p.counters[slot] = 0; // ready for the next launch

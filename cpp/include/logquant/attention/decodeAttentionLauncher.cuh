@@ -16,64 +16,98 @@ namespace logquant::kernel::attention
 namespace detail
 {
 
-//! Raises the dynamic shared-memory limit (above 48 KB) of the kernel on the current device; idempotent.
+//! Usable shared memory per SM on sm_80 and sm_90 (less the 1 KB the runtime reserves per CTA).
+constexpr int32_t kSMEM_PER_SM = 227 * 1024;
+
+//! Whether the shallow shape is built for an instantiation: only if four of its CTAs fit in shared memory, and not
+//! for G = 32, whose two-block units spill ~120 B per thread under the 128-register cap.
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
-void configureDecodeKernel()
+constexpr bool kHAS_SHALLOW = kG >= 64
+    && kSHALLOW_CTAS_PER_SM * (DecodeTraits<T, kD, kG, kAXIS, kSHALLOW_CTAS_PER_SM>::kSMEM_BYTES + 1024) <= kSMEM_PER_SM;
+
+//! Calls fn(std::integral_constant<int32_t, shape>) for a run-time shape that is built.
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, typename Fn>
+void withShape(int32_t ctasPerSmShape, Fn&& fn)
 {
-    LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionKernel<T, kD, kG, kAXIS>,
-        cudaFuncAttributeMaxDynamicSharedMemorySize, DecodeTraits<T, kD, kG, kAXIS>::kSMEM_BYTES));
+    if (ctasPerSmShape == kSHALLOW_CTAS_PER_SM)
+    {
+        if constexpr (kHAS_SHALLOW<T, kD, kG, kAXIS>)
+        {
+            fn(std::integral_constant<int32_t, kSHALLOW_CTAS_PER_SM>{});
+            return;
+        }
+    }
+    else if (ctasPerSmShape == kDEEP_CTAS_PER_SM)
+    {
+        fn(std::integral_constant<int32_t, kDEEP_CTAS_PER_SM>{});
+        return;
+    }
+    LOGQUANT_CHECK(false, "decode attention: no CTA shape of ", ctasPerSmShape, " CTAs per SM for this instantiation");
 }
 
 } // namespace detail
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
-int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm()
+int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(int32_t ctasPerSmShape)
 {
-    // Per device: the attribute call and the occupancy query cost microseconds of host time on every launch
-    // otherwise (TensorRT enqueue, decode loops). 0 = not yet configured on that device.
+    if (ctasPerSmShape == kSHALLOW_CTAS_PER_SM && !detail::kHAS_SHALLOW<T, kD, kG, kAXIS>)
+    {
+        return 0;
+    }
+    // Per device and shape: the attribute call and the occupancy query cost microseconds of host time on every
+    // launch otherwise (TensorRT enqueue, decode loops). 0 = not yet configured on that device.
     constexpr int32_t kMAX_DEVICES = 64;
-    static std::atomic<int32_t> cached[kMAX_DEVICES]{};
+    static std::atomic<int32_t> cached[kMAX_DEVICES][2]{};
     int32_t device = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
     LOGQUANT_CHECK(device >= 0 && device < kMAX_DEVICES, "decode attention supports device ids below ", kMAX_DEVICES);
-    int32_t ctas = cached[device].load(std::memory_order_relaxed);
+    std::atomic<int32_t>& slot = cached[device][ctasPerSmShape == kSHALLOW_CTAS_PER_SM ? 1 : 0];
+    int32_t ctas = slot.load(std::memory_order_relaxed);
     if (ctas > 0)
     {
         return ctas;
     }
-    detail::configureDecodeKernel<T, kD, kG, kAXIS>();
-    int32_t const smem = DecodeTraits<T, kD, kG, kAXIS>::kSMEM_BYTES;
-    LOGQUANT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &ctas, decodeAttentionKernel<T, kD, kG, kAXIS>, kTHREADS, smem));
-    LOGQUANT_CHECK(ctas > 0, "decode attention kernel does not fit on this device (", smem,
-        " bytes of shared memory per CTA)");
-    cached[device].store(ctas, std::memory_order_relaxed);
+    detail::withShape<T, kD, kG, kAXIS>(ctasPerSmShape, [&](auto shape) {
+        constexpr int32_t kSHAPE = decltype(shape)::value;
+        auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
+        int32_t const smem = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kSMEM_BYTES;
+        LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        LOGQUANT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kTHREADS, smem));
+        LOGQUANT_CHECK(ctas > 0, "decode attention kernel does not fit on this device (", smem,
+            " bytes of shared memory per CTA)");
+    });
+    slot.store(ctas, std::memory_order_relaxed);
     return ctas;
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 int32_t DecodeLauncher<T, kD, kG, kAXIS>::blocksPerUnit()
 {
-    return DecodeTraits<T, kD, kG, kAXIS>::kBLOCKS_PER_UNIT;
+    return DecodeTraits<T, kD, kG, kAXIS, kDEEP_CTAS_PER_SM>::kBLOCKS_PER_UNIT;
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
-void DecodeLauncher<T, kD, kG, kAXIS>::launch(DecodeKernelParams const& params, dim3 grid, cudaStream_t stream)
+void DecodeLauncher<T, kD, kG, kAXIS>::launch(
+    DecodeKernelParams const& params, int32_t ctasPerSmShape, dim3 grid, cudaStream_t stream)
 {
-    int32_t const smem = DecodeTraits<T, kD, kG, kAXIS>::kSMEM_BYTES;
-    ctasPerSm(); // configures the kernel on this device once
-    decodeAttentionKernel<T, kD, kG, kAXIS><<<grid, kTHREADS, smem, stream>>>(params);
-    cudaError_t const status = cudaGetLastError();
-    if (status != cudaSuccess)
-    {
-        cudaFuncAttributes attributes{};
-        cudaFuncGetAttributes(&attributes, decodeAttentionKernel<T, kD, kG, kAXIS>);
-        LOGQUANT_CHECK(false, "decode attention launch failed: ", cudaGetErrorName(status), " (grid ", grid.x, "x",
-            grid.y, "x", grid.z, ", ", kTHREADS, " threads, ", smem, " B of dynamic shared memory; the kernel: ",
-            attributes.numRegs, " registers, ", attributes.maxThreadsPerBlock, " threads max, ",
-            attributes.maxDynamicSharedSizeBytes, " B of dynamic shared memory max, ", attributes.localSizeBytes,
-            " B of local memory)");
-    }
+    ctasPerSm(ctasPerSmShape); // configures the kernel on this device once
+    detail::withShape<T, kD, kG, kAXIS>(ctasPerSmShape, [&](auto shape) {
+        constexpr int32_t kSHAPE = decltype(shape)::value;
+        auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
+        int32_t const smem = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kSMEM_BYTES;
+        kernel<<<grid, kTHREADS, smem, stream>>>(params);
+        cudaError_t const status = cudaGetLastError();
+        if (status != cudaSuccess)
+        {
+            cudaFuncAttributes attributes{};
+            cudaFuncGetAttributes(&attributes, kernel);
+            LOGQUANT_CHECK(false, "decode attention launch failed: ", cudaGetErrorName(status), " (grid ", grid.x,
+                "x", grid.y, "x", grid.z, ", ", kTHREADS, " threads, ", smem,
+                " B of dynamic shared memory; the kernel: ", attributes.numRegs, " registers, ",
+                attributes.maxThreadsPerBlock, " threads max, ", attributes.maxDynamicSharedSizeBytes,
+                " B of dynamic shared memory max, ", attributes.localSizeBytes, " B of local memory)");
+        }
+    });
 }
 
 } // namespace logquant::kernel::attention
