@@ -81,7 +81,7 @@ struct DecodeTraits
     static constexpr int32_t kV_PARAMS = kK_PARAMS + kKPARAM_BYTES;
     static constexpr int32_t kMASK = kV_PARAMS + kVPARAM_BYTES;
     static constexpr int32_t kSTAGE_BYTES = kMASK + 16;
-    static constexpr int32_t kSTAGES = kCTAS_PER_SM == kSHALLOW_CTAS_PER_SM || kG == 128 ? 2 : 3;
+    static constexpr int32_t kSTAGES = (kCTAS_PER_SM == kSHALLOW_CTAS_PER_SM || kG == 128) ? 2 : 3;
 
     static constexpr int32_t kFP_ROW_UNITS = kD / 8; //!< 16-byte units of a full-precision row
     static constexpr int32_t kFP_TILE_BYTES = kFP_TILE_TOKENS * kD * 2; //!< one of K, V

@@ -16,8 +16,9 @@ namespace logquant::kernel::attention
 namespace detail
 {
 
-//! Usable shared memory per SM on sm_80 and sm_90 (less the 1 KB the runtime reserves per CTA).
-constexpr int32_t kSMEM_PER_SM = 227 * 1024;
+//! Shared memory per SM of sm_90, of which the runtime reserves 1 KB per CTA. It only decides which shallow shapes
+//! are compiled; whether one runs on a device is the occupancy query's answer (sm_80's 164 KB holds fewer CTAs).
+constexpr int32_t kSMEM_PER_SM = 228 * 1024;
 
 //! Whether the shallow shape is built for an instantiation: only if four of its CTAs fit in shared memory, and not
 //! for G = 32, whose two-block units spill ~120 B per thread under the 128-register cap.
