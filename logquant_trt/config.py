@@ -167,8 +167,12 @@ class LogQuantConfig:
         }
 
     def retained_capacity(self) -> int:
-        """S: retained-buffer slots per (sequence, KV head)."""
+        """Retained-buffer slots per (sequence, KV head) that the policy uses."""
         return sum(self.retained_regions().values())
+
+    def retained_slots(self) -> int:
+        """S of the retained tensors: retained_capacity(), at least 1 so that no tensor is empty (§4.4)."""
+        return max(self.retained_capacity(), 1)
 
     def check_head_dim(self, head_dim: int) -> None:
         """Raise ConfigError if the cache cannot hold heads of this size."""

@@ -150,7 +150,7 @@ def synthesize(config: LogQuantConfig, batch: int, length: int, heads: int, head
 
     block_table = torch.full((batch, max(1, sealed)), -1, dtype=torch.int32)
     block_table[:, :sealed] = torch.randperm(num_pages, generator=gen)[:batch * sealed].view(batch, sealed)
-    slots = max(1, config.retained_capacity())
+    slots = config.retained_slots()
     retained_pos = torch.full((batch, heads, slots), -1, dtype=torch.int32)
     dup = torch.zeros(num_pages, heads, g, dtype=torch.bool)
     if config.retained_capacity() and sealed:

@@ -118,7 +118,7 @@ def _metadata(lm: PagedCausalLM, input_names: list[str], output_names: list[str]
         "cache_geometry": {
             "num_layers": lm.num_layers, "num_kv_heads": lm.num_kv_heads, "head_dim": lm.head_dim,
             "num_q_heads": lm.attention[0].fields["num_q_heads"], "group_size": config.group_size,
-            "tail_capacity": config.tail_capacity(), "retained_capacity": max(config.retained_capacity(), 1),
+            "tail_capacity": config.tail_capacity(), "retained_capacity": config.retained_slots(),
             "dynamic_dims": ["batch", "num_tokens", "num_pages", "max_blocks"],
         },
         "inputs": input_names,

@@ -44,7 +44,7 @@ def empty_paged(config: LogQuantConfig, batch: int, heads: int, head_dim: int, m
                 device: torch.device | str = "cpu") -> PagedLayer:
     """A zeroed cache of `batch` sequences with an identity block table of max_blocks pages each."""
     g, d, c = config.group_size, head_dim, config.channel_group(head_dim)
-    dtype, pages, slots = getattr(torch, config.dtype), batch * max_blocks, max(config.retained_capacity(), 1)
+    dtype, pages, slots = getattr(torch, config.dtype), batch * max_blocks, config.retained_slots()
     shapes = page_shapes(config.key_axis, heads, g, d, c)
 
     def zeros(*shape: int, dtype: torch.dtype = dtype) -> torch.Tensor:
@@ -101,11 +101,11 @@ def to_paged(states: list[LayerKVState], num_pages: int | None = None,
     dup_mask = torch.zeros(num_pages, heads, g // MASK_WORD_BITS, dtype=torch.int32)
     max_blocks = max(1, max(s.num_sealed for s in states))
     block_table = torch.full((len(states), max_blocks), -1, dtype=torch.int32)
-    t_cap, s_cap = config.tail_capacity(), config.retained_capacity()
+    t_cap, s_cap = config.tail_capacity(), config.retained_slots()
     tail_k = torch.zeros(len(states), heads, t_cap, d, dtype=dtype)
     tail_v = torch.zeros_like(tail_k)
-    ret_pos = torch.full((len(states), heads, max(s_cap, 1)), -1, dtype=torch.int32)
-    ret_k = torch.zeros(len(states), heads, max(s_cap, 1), d, dtype=dtype)
+    ret_pos = torch.full((len(states), heads, s_cap), -1, dtype=torch.int32)
+    ret_k = torch.zeros(len(states), heads, s_cap, d, dtype=dtype)
     ret_v = torch.zeros_like(ret_k)
     next_page = 0
     for b, s in enumerate(states):

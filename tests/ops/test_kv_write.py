@@ -127,7 +127,7 @@ def empty_cache(case: Case, max_blocks: int, device: torch.device, gen: torch.Ge
             return torch.full(shape, float("nan"), dtype=dtype, device=device)
         return torch.randint(0, 100, shape, generator=gen).to(dtype).to(device)
 
-    slots = max(config.retained_capacity(), 1)
+    slots = config.retained_slots()
     return PagedLayer(
         config,
         k_codes=noise(*((pages, h, d, g // 4) if channel else (pages, h, g, d // 4)), dtype=torch.uint8),

@@ -97,7 +97,7 @@ def expected_shape(p: Params, name: str, geo: Geometry) -> list[int]:
     cfg = p.config()
     b, n, pages, blocks = geo.batch, geo.n, geo.pages, geo.blocks
     h, d, g, c = p.num_kv_heads, p.head_dim, p.group_size, cfg.channel_group(p.head_dim)
-    t, s = cfg.tail_capacity(), max(cfg.retained_capacity(), 1)
+    t, s = cfg.tail_capacity(), cfg.retained_slots()
     channel = p.key_axis == "channel"
     return {"q": [b, p.num_q_heads, n, d], "attention": [b, p.num_q_heads, n, d], "k": [b, h, n, d],
             "v": [b, h, n, d], "k_codes": [pages, h, d, g // 4] if channel else [pages, h, g, d // 4],

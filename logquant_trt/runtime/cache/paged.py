@@ -30,7 +30,7 @@ ROW_FIELDS = {"num_sealed": 0, "seq_len": 0, "tail_k": None, "tail_v": None, "re
 def _row_shapes(config, shape) -> dict[str, tuple[tuple[int, ...], torch.dtype | None]]:
     """Per-row shapes of one layer (None dtype = the cache dtype)."""
     h, d = shape.num_kv_heads, shape.head_dim
-    t, s = config.tail_capacity(), max(config.retained_capacity(), 1)
+    t, s = config.tail_capacity(), config.retained_slots()
     return {"num_sealed": ((), torch.int32), "seq_len": ((), torch.int32),
             "tail_k": ((h, t, d), None), "tail_v": ((h, t, d), None),
             "retained_pos": ((h, s), torch.int32), "retained_k": ((h, s, d), None), "retained_v": ((h, s, d), None)}

@@ -58,7 +58,7 @@ def _retained_positions(config: LogQuantConfig, layer_idx: int, rows: int, heads
     """retained_pos int32 [rows, heads, S] in the region layout of docs/kv_format.md §4.4."""
     sealed_len = num_sealed * config.group_size
     regions = config.retained_regions()
-    slots = max(config.retained_capacity(), 1)
+    slots = config.retained_slots()
     pos = torch.full((rows, heads, slots), -1, dtype=torch.int32, device=device)
     sinks = list(range(min(config.sink_tokens, sealed_len)))
     pos[:, :, :len(sinks)] = torch.tensor(sinks, dtype=torch.int32, device=device)
