@@ -6,7 +6,9 @@
 // - Work: one CTA of 4 warps per (sequence b, KV head h, query tile qt, split). A query tile is up to 8 query rows
 //   (row = token * r + head-in-group), so one read of a KV head serves all r query heads of its group: the rows
 //   are the N = 8 columns of every mma. Each warp owns a slice of the split's sealed blocks and, interleaved over
-//   all warps of (b, h, qt), a few 16-token tiles of the full-precision segments (retained buffer, tail ring).
+//   all warps of (b, h, qt), a few 16-token tiles of the full-precision segments (retained buffer, tail ring). The
+//   assignment is fixed, so the summation order, and with it the result, does not depend on timing or the batch
+//   (NOTE(k1): claiming tiles at run time made generation differ between batched and solo runs).
 // - Sealed blocks stream through a per-warp cp.async pipeline (no CTA barrier in the hot loop). Scores are
 //   computed transposed, S^T = K . Q^T (M = 16 tokens, N = 8 query rows), so the 2-bit key codes are the A
 //   operand straight from ldmatrix.trans of the [D][G/4] code rows, and the per-channel key scale is folded into
@@ -28,17 +30,21 @@
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
 // L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 77 us = 4.6x torch SDPA
 // (354 us), 73% of copy on the bytes read; B=8 L=128k 257 us = 5.4x, 87%; B=64 L=16k 260 us = 5.4x, 88%.
-// Where B=8 L=32k spends its time (NOTE(k1), per-CTA %globaltimer stamps and ncu):
-// - The hot loop is ~900 instructions per 64 tokens (30% LOP3: code expansion, 1 ALU op per 2 codes) and issues
-//   at ~0.5 IPC per scheduler with 12 warps/SM. Yet it is not issue-bound: a variant with ~10% fewer
-//   instructions (GQA <= 4 rows served by both column halves of the mma) measured the same 79 us. With ~15 MB in
-//   flight the memory latency under load is ~6 us, ~2 units of compute per warp.
-// - The same launch structure with the compute removed takes 70 us (80% of copy). A copy moving the same bytes
-//   takes 58 us (97%), torch.sum over them 63 us (89%).
-// - Static slices finish 43-71 us apart (older CTAs on an SM are scheduled first, and SMs differ by ~6 us);
-//   while fewer warps remain the per-warp chain of compute limits bandwidth. Grid-wide unit claiming evened the
-//   warps out but its atomics delayed the first data by ~3 us; a split-K merge through thread-block clusters
-//   cannot run here (64 clusters of 6 CTAs do not fit at once: cudaOccupancyMaxActiveClusters = 62).
+// Where B=8 L=32k spends its time (NOTE(k1): variants of this kernel timed the same way, per-CTA %globaltimer
+// stamps, ncu):
+// - It is bound by compute coupled to the stream, not by bandwidth. Copies removed (compute on stale stages):
+//   58 us. Compute removed: 68 us. Both: 77 us. Computing only 3 of 4 (1 of 2) units: 74.5 (71.5) us, so every
+//   quarter of the sealed-block compute adds ~3 us. The hot loop is ~930 instructions per 64 tokens (30% LOP3:
+//   code expansion, 1 ALU op per 2 codes) and issues at ~0.54 IPC per scheduler with 12 warps/SM (stalls: fixed
+//   latency, ALU throttle, issue contention). A variant with ~10% fewer instructions (GQA <= 4 rows on both column
+//   halves of the mma) did not move it: the reduction has to be far larger to show.
+// - The stream alone: the same bytes read by per-warp cp.async pipelines of 5 KB units with no compute take 62 us
+//   (86% of copy), torch.sum over them 63 us (89%), a copy moving them 58 us. Pipeline depth (2 or 3 stages),
+//   page order (random or sequential), CTA-to-head mapping and TMA bulk copies all measured within 1 us of that;
+//   a dependent page-id load per unit costs 9 us (hence the page windows), grid-wide unit claiming 3-4 us.
+// - With ~15 MB in flight the memory latency under load is ~6 us; static slices finish up to ~30 us apart (older
+//   CTAs on an SM go first), which costs nothing while the others keep the stream full. A split-K merge through
+//   thread-block clusters cannot run here (64 clusters of 6 CTAs do not fit: cudaOccupancyMaxActiveClusters = 62).
 #pragma once
 
 #include "logquant/attention/codeFragments.cuh"
@@ -844,6 +850,61 @@ private:
         return validRows;
     }
 
+    //! Online softmax over full-precision tile j (retained tiles first, then the tail), into st.
+    __device__ __forceinline__ void accumulateFullPrecisionTile(int32_t j, int32_t retainedTiles,
+        int32_t const (&lastVisible)[2], PieceState<kD / 16>& st)
+    {
+        constexpr int32_t kUNITS = Traits::kFP_ROW_UNITS;
+        uint8_t* tile = mSmem + Traits::kPIECE_BYTES;
+        uint32_t const validRows = issueFullPrecisionTile(tile, j);
+        if (validRows == 0)
+        {
+            return;
+        }
+        cpAsyncWait<0>();
+        __syncwarp();
+        uint32_t const kTile = smemAddress(tile);
+        uint32_t const vTile = kTile + Traits::kFP_TILE_BYTES;
+        int32_t const m = mLane >> 3;
+        int32_t const r = mLane & 7;
+        float s[1][4] = {{0.0F, 0.0F, 0.0F, 0.0F}};
+#pragma unroll
+        for (int32_t k = 0; k < kKSTEPS; ++k)
+        {
+            // Matrices: rows 0-7 / 8-15 x channels 16k..16k+7, then the same rows x 16k+8..16k+15.
+            uint32_t a[4];
+            ldmatrixX4(a, kTile + 16 * fpUnit<kUNITS>(r + 8 * (m & 1), 2 * k + (m >> 1)));
+            mma16816<T>(s[0], a, mQuery[k][0], mQuery[k][1]);
+        }
+        bool const tail = j >= retainedTiles;
+        int32_t const firstPos = mTailStart + kFP_TILE_TOKENS * (j - retainedTiles);
+#pragma unroll
+        for (int32_t e = 0; e < 4; ++e)
+        {
+            int32_t const row = mG + 8 * (e >> 1);
+            bool visible = (validRows >> row) & 1u;
+            if (tail)
+            {
+                visible = visible && firstPos + row <= lastVisible[e & 1];
+            }
+            s[0][e] = visible ? s[0][e] * mP.scaleLog2 : kNEG_INF;
+        }
+        float alpha[2];
+        onlineSoftmax<1>(s, st.m, st.l, alpha);
+        st.rescale(alpha);
+        uint32_t const b0 = movmatrixTrans(packFloat2<T>(s[0][0], s[0][1]));
+        uint32_t const b1 = movmatrixTrans(packFloat2<T>(s[0][2], s[0][3]));
+#pragma unroll
+        for (int32_t mt = 0; mt < kD / 16; ++mt)
+        {
+            // Matrices: tokens 0-7 x channels 16mt.., 16mt+8.., then tokens 8-15 x the same.
+            uint32_t a[4];
+            ldmatrixX4Trans(a, vTile + 16 * fpUnit<kUNITS>(r + 8 * (m >> 1), 2 * mt + (m & 1)));
+            mma16816<T>(st.o[mt], a, b0, b1);
+        }
+        __syncwarp(); // the tile is refilled by the next one
+    }
+
     __device__ __forceinline__ void runFullPrecision()
     {
         KvGeometry const& geo = mP.cache.geometry;
@@ -851,9 +912,6 @@ private:
         st.reset();
         int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
         int32_t const numTiles = retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
-        int32_t const stride = mP.numSplits * kWARPS;
-        uint8_t* tile = mSmem + Traits::kPIECE_BYTES;
-        constexpr int32_t kUNITS = Traits::kFP_ROW_UNITS;
         // Column c of this lane is query row 8 qt + 2i + c, i.e. query token (row / r) at position L - n + token.
         int32_t lastVisible[2];
 #pragma unroll
@@ -863,55 +921,10 @@ private:
             lastVisible[c] = mSeqLen - mP.numQueries + min(row / mP.groupRatio, mP.numQueries - 1);
         }
         // Tiles go to the warps of the last splits first: those hold the fewest sealed units.
+        int32_t const stride = mP.numSplits * kWARPS;
         for (int32_t j = stride - 1 - (mSplit * kWARPS + mWarp); j < numTiles; j += stride)
         {
-            uint32_t const validRows = issueFullPrecisionTile(tile, j);
-            if (validRows == 0)
-            {
-                continue;
-            }
-            cpAsyncWait<0>();
-            __syncwarp();
-            uint32_t const kTile = smemAddress(tile);
-            uint32_t const vTile = kTile + Traits::kFP_TILE_BYTES;
-            int32_t const m = mLane >> 3;
-            int32_t const r = mLane & 7;
-            float s[1][4] = {{0.0F, 0.0F, 0.0F, 0.0F}};
-#pragma unroll
-            for (int32_t k = 0; k < kKSTEPS; ++k)
-            {
-                // Matrices: rows 0-7 / 8-15 x channels 16k..16k+7, then the same rows x 16k+8..16k+15.
-                uint32_t a[4];
-                ldmatrixX4(a, kTile + 16 * fpUnit<kUNITS>(r + 8 * (m & 1), 2 * k + (m >> 1)));
-                mma16816<T>(s[0], a, mQuery[k][0], mQuery[k][1]);
-            }
-            bool const tail = j >= retainedTiles;
-            int32_t const firstPos = mTailStart + kFP_TILE_TOKENS * (j - retainedTiles);
-#pragma unroll
-            for (int32_t e = 0; e < 4; ++e)
-            {
-                int32_t const row = mG + 8 * (e >> 1);
-                bool visible = (validRows >> row) & 1u;
-                if (tail)
-                {
-                    visible = visible && firstPos + row <= lastVisible[e & 1];
-                }
-                s[0][e] = visible ? s[0][e] * mP.scaleLog2 : kNEG_INF;
-            }
-            float alpha[2];
-            onlineSoftmax<1>(s, st.m, st.l, alpha);
-            st.rescale(alpha);
-            uint32_t const b0 = movmatrixTrans(packFloat2<T>(s[0][0], s[0][1]));
-            uint32_t const b1 = movmatrixTrans(packFloat2<T>(s[0][2], s[0][3]));
-#pragma unroll
-            for (int32_t mt = 0; mt < kD / 16; ++mt)
-            {
-                // Matrices: tokens 0-7 x channels 16mt.., 16mt+8.., then tokens 8-15 x the same.
-                uint32_t a[4];
-                ldmatrixX4Trans(a, vTile + 16 * fpUnit<kUNITS>(r + 8 * (m >> 1), 2 * mt + (m & 1)));
-                mma16816<T>(st.o[mt], a, b0, b1);
-            }
-            __syncwarp(); // the tile is refilled by the next iteration
+            accumulateFullPrecisionTile(j, retainedTiles, lastVisible, st);
         }
         st.reduceSum();
         // Rows g and g+8 of m-tile mt are channels 16mt + g and 16mt + g + 8. Overwrites the (idle) tile.
@@ -1013,6 +1026,15 @@ __device__ __forceinline__ void storeOutput(
     {
         static_cast<__nv_bfloat16*>(p.out)[index] = __float2bfloat16_rn(value);
     }
+}
+
+//! atomicAdd with acq_rel semantics at GPU scope: releases what happens before it, acquires what the previous
+//! releasers published.
+__device__ __forceinline__ int32_t atomicAddAcqRelGpu(int32_t* address, int32_t value)
+{
+    int32_t old;
+    asm volatile("atom.add.acq_rel.gpu.global.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(address), "r"(value) : "memory");
+    return old;
 }
 
 //! The last CTA of (b, h, qt): merges the numSplits partials of the workspace into the output. Thread t owns row
@@ -1154,20 +1176,20 @@ __global__ void __launch_bounds__(kTHREADS, kCTAS_PER_SM) decodeAttentionKernel(
             p.partialMl[2 * (partial + e / kD) + 1] = l;
         }
     }
-    // Classic last-block reduction: publish the partials, count this CTA in, and let the last one merge.
-    __threadfence();
+    // Last-block reduction: count this CTA in and let the last one merge. The barrier orders every thread's partials
+    // before thread 0's acq_rel atomic, which releases them at GPU scope and, in the last CTA, acquires the others'
+    // (the pattern of a CTA-wide semaphore; one thread fences instead of all 128).
     __syncthreads();
     __shared__ int32_t isLast;
     if (tid == 0)
     {
-        isLast = atomicAdd(p.counters + slot, 1) == p.numSplits - 1;
+        isLast = atomicAddAcqRelGpu(p.counters + slot, 1) == p.numSplits - 1;
     }
     __syncthreads();
     if (!isLast)
     {
         return;
     }
-    __threadfence();
     mergeSplits<T, kD>(p, slot, batch, head, queryTile, rowsValid);
     if (tid == 0)
     {
