@@ -16,9 +16,10 @@ import time
 import torch
 
 from logquant_trt.config import ConfigError, LogQuantConfig, Policy
+from logquant_trt.eval.metrics import perplexity_of, target_logprobs
 from logquant_trt.eval.simulate import simulate_policy
 from logquant_trt.runtime.model import DecoderModel
-from logquant_trt.runtime.scoring import perplexity, teacher_forced_logits
+from logquant_trt.runtime.scoring import teacher_forced_logits
 
 POLICIES = tuple(p.value for p in Policy)
 
@@ -53,12 +54,13 @@ def check_policies(hf_model: torch.nn.Module, token_ids: torch.Tensor, prefill: 
         start = time.perf_counter()
         ours = teacher_forced_logits(runtime_model, config, token_ids, prefill)
         seconds = time.perf_counter() - start
-        ref_ppl, our_ppl = perplexity(reference, targets), perplexity(ours, targets)
-        logprob_diff = (ours.log_softmax(-1) - reference.log_softmax(-1)).gather(-1, targets[..., None]).abs()
+        ref_targets = target_logprobs(reference.log_softmax(-1), targets)
+        our_targets = target_logprobs(ours.log_softmax(-1), targets)
+        ref_ppl, our_ppl = perplexity_of(ref_targets), perplexity_of(our_targets)
         checks.append(RuntimeCheck(
             policy, default_backend(config, runtime_model.device).name.lower(), ref_ppl, our_ppl,
             our_ppl / ref_ppl - 1, (ours.argmax(-1) == reference.argmax(-1)).float().mean().item(),
-            logprob_diff.max().item(), seconds))
+            (our_targets - ref_targets).abs().max().item(), seconds))
     return checks
 
 

@@ -8,13 +8,12 @@ The logits of step t predict token t + 1, so the perplexity measures the served 
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from logquant_trt.config import LogQuantConfig
-from logquant_trt.runtime.cache import CacheBackend, default_backend
-from logquant_trt.runtime.decode_step import DecodeStep
+from logquant_trt.eval.metrics import perplexity_of, target_logprobs
+from logquant_trt.runtime.cache import CacheBackend
+from logquant_trt.runtime.executor import ModelExecutor
 from logquant_trt.runtime.model import DecoderModel
 
 
@@ -28,28 +27,20 @@ def teacher_forced_logits(model: DecoderModel, config: LogQuantConfig, token_ids
     batch, total = token_ids.shape
     if not 1 <= prefill < total:
         raise ValueError(f"prefill={prefill} must be in [1, {total}) for {total} tokens")
-    device = model.device
-    backend = default_backend(config, device) if backend is None else CacheBackend.parse(backend)
-    cache_cls = backend.load()
-    pages_per_row = cache_cls.pages_for(config, total)
-    cache = cache_cls(config, model.shape, batch, total, batch * pages_per_row, device)
-    tokens = token_ids.to(device)
-    out = torch.empty(batch, total - prefill, model.shape.vocab_size, dtype=torch.float32)
-    for row in range(batch):
-        cache.assign(row, list(range(row * pages_per_row, (row + 1) * pages_per_row)))
-        positions = torch.arange(prefill, device=device)[None]
-        logits = model.forward(tokens[row:row + 1, :prefill], positions,
-                               lambda layer, q, k, v: cache.prefill(row, layer, q, k, v))
-        out[row, 0] = logits[0].float().cpu()
-    step = DecodeStep(model, cache, cuda_graphs)
+    # The serving executor, so scoring runs the cache, page layout and decode step that generation runs.
+    executor = ModelExecutor(model, config, max_batch=batch, max_seq_len=total, backend=backend,
+                             cuda_graphs=cuda_graphs)
+    pages_per_row = executor.pages_for(total)
+    out = torch.empty(batch, total - prefill, executor.vocab_size, dtype=torch.float32)
+    for row, ids in enumerate(token_ids.tolist()):
+        pages = list(range(row * pages_per_row, (row + 1) * pages_per_row))
+        out[row, 0] = executor.prefill(row, pages, tuple(ids[:prefill])).float().cpu()
     rows = list(range(batch))
     for t in range(prefill, total - 1):
-        step.set_inputs(rows, tokens[:, t].tolist(), [t] * batch)
-        out[:, t - prefill + 1] = step.run().float().cpu()
+        out[:, t - prefill + 1] = executor.decode(rows, token_ids[:, t].tolist(), [t] * batch).float().cpu()
     return out
 
 
 def perplexity(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """exp(mean NLL) of targets [B, n] under logits [B, n, vocab]."""
-    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().to(logits.device))
-    return math.exp(nll.item())
+    return perplexity_of(target_logprobs(logits.float().log_softmax(-1), targets.to(logits.device)))
