@@ -36,8 +36,9 @@ from typing import Any
 
 import torch
 
-from logquant_trt.bench.hf_baseline import empty_cache, sync
+from logquant_trt.bench.hf_baseline import sync
 from logquant_trt.bench.kernels import paged_layer_read_bytes
+from logquant_trt.bench.oom import empty_cache, retry_with_fewer_rows
 from logquant_trt.config import LogQuantConfig, Policy
 
 POLICIES = tuple(p.value for p in Policy)
@@ -232,24 +233,19 @@ def run_phase(model: Any, plan: Plan, cache_cls: type, steps: int, warmup: int, 
 def run_fitting(model: Any, plan: Plan, cache_cls: type, args: argparse.Namespace, copy_tbps: float) -> Result:
     """run_phase at the planned rows; if that runs out of device memory (the reserve was too small for the step's
     working set), retry with ~3% fewer rows, and record every batch that did not fit."""
-    oom_rows: list[int] = []
-    first_error = ""
-    rows = plan.rows
-    while True:
-        attempt = dataclasses.replace(plan, rows=rows)
-        try:
-            result = run_phase(model, attempt, cache_cls, args.steps, args.warmup_steps, copy_tbps, args.seed)
-            break
-        except torch.OutOfMemoryError as error:
-            oom_rows.append(rows)
-            first_error = first_error or str(error).split(". ")[0]
-        empty_cache(model.device)
-        rows -= max(1, -(-rows * 3 // 100))
-        if rows < 1 or len(oom_rows) >= args.max_oom_retries:
-            return failed(plan, f"out of memory at rows {oom_rows}: {first_error}", oom_rows)
-    result.planned_rows, result.oom_rows = plan.rows, oom_rows
-    if oom_rows:
-        result.error_note = f"planned rows did not fit: {first_error}"
+
+    def attempt(rows: int) -> Result:
+        return run_phase(model, dataclasses.replace(plan, rows=rows), cache_cls, args.steps, args.warmup_steps,
+                         copy_tbps, args.seed)
+
+    fitted = retry_with_fewer_rows(attempt, plan.rows, lambda rows: max(1, -(-rows * 3 // 100)), model.device,
+                                   args.max_oom_retries)
+    if fitted.result is None:
+        return failed(plan, f"out of memory at rows {fitted.oom_rows}: {fitted.first_error}", fitted.oom_rows)
+    result = fitted.result
+    result.planned_rows, result.oom_rows = plan.rows, fitted.oom_rows
+    if fitted.oom_rows:
+        result.error_note = f"planned rows did not fit: {fitted.first_error}"
     return result
 
 

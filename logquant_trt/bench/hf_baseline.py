@@ -17,6 +17,9 @@ from typing import Any
 
 import torch
 
+from logquant_trt.bench.oom import empty_cache, retry_with_fewer_rows
+from logquant_trt.models.checkpoint import head_dim_of
+
 
 @dataclasses.dataclass
 class HFResult:
@@ -64,9 +67,8 @@ def _static_cache(config: Any, rows: int, context: int, max_cache_len: int, dtyp
                   device: torch.device, generator: torch.Generator) -> Any:
     from transformers import StaticCache
 
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     cache = StaticCache(config=config, max_cache_len=max_cache_len)
-    cache.early_initialization(rows, config.num_key_value_heads, head_dim, dtype, device)
+    cache.early_initialization(rows, config.num_key_value_heads, head_dim_of(config), dtype, device)
     for layer in cache.layers:
         layer.keys[:, :, :context].normal_(generator=generator)
         layer.values[:, :, :context].normal_(generator=generator)
@@ -110,29 +112,20 @@ def run_hf_baseline(config: Any, rows: int, context: int, steps: int, seed: int 
     config._attn_implementation = "eager"
     model = random_hf_llama(config, dtype, device, seed)
     generator = torch.Generator(device=device).manual_seed(seed + 1)
-    requested, fallbacks = rows, []
+
+    def attempt(batch: int) -> HFResult:
+        cache = _static_cache(config, batch, context, context + steps + 2, dtype, device, generator)
+        times = _time_steps(model, cache, batch, context, steps, generator)
+        median = statistics.median(times[1:])
+        return HFResult(context, rows, batch, [], steps, median, times, batch / (median * 1e-3), _cache_bytes(cache),
+                        transformers_version=transformers.__version__)
+
     try:
-        while rows >= 1:
-            cache = None
-            try:
-                cache = _static_cache(config, rows, context, context + steps + 2, dtype, device, generator)
-                times = _time_steps(model, cache, rows, context, steps, generator)
-                median = statistics.median(times[1:])
-                return HFResult(context, requested, rows, fallbacks, steps, median, times, rows / (median * 1e-3),
-                                _cache_bytes(cache), transformers_version=transformers.__version__)
-            except torch.OutOfMemoryError:
-                fallbacks.append(rows)
-                rows -= max(1, rows // 8)
-            finally:
-                del cache
-                empty_cache(device)
-        return HFResult(context, requested, 0, fallbacks, steps, float("nan"), [], 0.0, 0,
-                        transformers_version=transformers.__version__, error="out of memory at every batch size")
+        fitted = retry_with_fewer_rows(attempt, rows, lambda batch: max(1, batch // 8), device)
     finally:
         del model
         empty_cache(device)
-
-
-def empty_cache(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    if fitted.result is None:
+        return HFResult(context, rows, 0, fitted.oom_rows, steps, float("nan"), [], 0.0, 0,
+                        transformers_version=transformers.__version__, error="out of memory at every batch size")
+    return dataclasses.replace(fitted.result, oom_fallbacks=fitted.oom_rows)

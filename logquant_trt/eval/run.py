@@ -15,6 +15,7 @@ from logquant_trt.eval.budget import fp16_bytes_per_token
 from logquant_trt.eval.metrics import greedy_agreement, score_logits
 from logquant_trt.eval.simulate import simulate_policy
 from logquant_trt.hf.cache import LogQuantCache
+from logquant_trt.models.checkpoint import head_dim_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +52,7 @@ class PolicyResult:
 
 def _model_geometry(model: PreTrainedModel) -> tuple[int, int, int]:
     cfg = model.config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return cfg.num_hidden_layers, cfg.num_key_value_heads, head_dim
+    return cfg.num_hidden_layers, cfg.num_key_value_heads, head_dim_of(cfg)
 
 
 class Evaluator:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from logquant_trt.config import LogQuantConfig
-from logquant_trt.models.checkpoint import SUPPORTED_MODEL_TYPES
+from logquant_trt.models.checkpoint import SUPPORTED_MODEL_TYPES, check_model_type, head_dim_of
 from logquant_trt.ops._cache_view import HEAD_DIMS  # the kernels' and the plugin's (docs/plugin.md, head_dim)
 from logquant_trt.ops.logquant_attention import FIELDS, attention, plugin_fields
 
@@ -41,11 +41,9 @@ class AttentionStep:
 
 def check_patchable(hf_config: object, config: LogQuantConfig) -> None:
     """Raise ValueError naming the bad value if the model cannot run LogQuantAttention."""
-    model_type = getattr(hf_config, "model_type", None)
-    if model_type not in ATTENTION_CLASSES:
-        raise ValueError(f"model_type={model_type!r} is not supported; supported: {', '.join(ATTENTION_CLASSES)}")
+    model_type = check_model_type(hf_config)
     heads, kv_heads = hf_config.num_attention_heads, hf_config.num_key_value_heads
-    head_dim = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // heads
+    head_dim = head_dim_of(hf_config)
     if head_dim not in HEAD_DIMS:
         raise ValueError(f"head_dim={head_dim} of this {model_type} model is not supported by the kernels; "
                          f"supported: {HEAD_DIMS}")

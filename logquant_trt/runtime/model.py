@@ -17,8 +17,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from logquant_trt.models.checkpoint import SUPPORTED_MODEL_TYPES, check_model_type, head_dim_of
+
 # model_type -> whether q/k/v projections carry a bias. Every entry is a Llama-shaped decoder.
-SUPPORTED_MODEL_TYPES = {"llama": False, "mistral": False, "qwen2": True}
+QKV_BIAS = {"llama": False, "mistral": False, "qwen2": True}
+assert sorted(QKV_BIAS) == sorted(SUPPORTED_MODEL_TYPES)
 
 # attend(layer, q [B, Hq, n, D], k [B, H, n, D], v [B, H, n, D]) -> [B, Hq, n, D], all post-RoPE.
 AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -39,12 +42,9 @@ class DecoderShape:
 
     @classmethod
     def from_hf_config(cls, config: Any) -> "DecoderShape":
-        model_type = getattr(config, "model_type", None)
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise ValueError(f"model_type={model_type!r} is not supported; supported: {sorted(SUPPORTED_MODEL_TYPES)}")
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        check_model_type(config)
         return cls(config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
-                   config.num_key_value_heads, head_dim, config.intermediate_size, config.vocab_size,
+                   config.num_key_value_heads, head_dim_of(config), config.intermediate_size, config.vocab_size,
                    config.max_position_embeddings)
 
 
@@ -103,7 +103,7 @@ class DecoderModel:
         for block in model.model.layers:
             attn, mlp = block.self_attn, block.mlp
             bias = None
-            if SUPPORTED_MODEL_TYPES[config.model_type]:
+            if QKV_BIAS[config.model_type]:
                 bias = take(torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]))
             layers.append(LayerWeights(
                 take(block.input_layernorm.weight),
@@ -137,7 +137,7 @@ class DecoderModel:
         s = shape
         qkv_rows = (s.num_q_heads + 2 * s.num_kv_heads) * s.head_dim
         layers = [LayerWeights(ones(s.hidden_size), normal(qkv_rows, s.hidden_size),
-                               normal(qkv_rows) if SUPPORTED_MODEL_TYPES[config.model_type] else None,
+                               normal(qkv_rows) if QKV_BIAS[config.model_type] else None,
                                normal(s.hidden_size, s.num_q_heads * s.head_dim), ones(s.hidden_size),
                                normal(2 * s.intermediate_size, s.hidden_size),
                                normal(s.hidden_size, s.intermediate_size))
