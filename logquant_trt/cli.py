@@ -87,12 +87,13 @@ def export_config(args: argparse.Namespace) -> LogQuantConfig:
 
 def _run_export(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from logquant_trt.export.pipeline import export_checkpoint
+    from logquant_trt.export.pipeline import check_inputs, export_checkpoint
 
     try:
         config = export_config(args)
+        check_inputs(args.model, config, args.validate)  # bad input is refused before any long work
         report = export_checkpoint(args.model, args.out, config, args.validate)
-    except ValueError as error:  # bad input, found before any long work
+    except ValueError as error:
         print(f"logquant-trt export: {error}", file=sys.stderr)
         return 2
     print(f"wrote {report.export.onnx_path} and {report.export.metadata_path} in {report.export.seconds:.1f} s")

@@ -14,7 +14,7 @@ import onnxscript
 import torch
 
 from logquant_trt.export.onnx_custom_schemas import DOMAIN, OPSET_VERSION, register_schemas
-from logquant_trt.ops.logquant_attention import PLUGIN_NAMESPACE, PLUGIN_VERSION
+from logquant_trt.ops.logquant_attention import FIELDS, PLUGIN_INPUTS, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 register_schemas()  # onnxscript builds the node from the registered schema (13 outputs)
 _LOGQUANT = onnxscript.values.Opset(DOMAIN, OPSET_VERSION)
@@ -25,14 +25,13 @@ def logquant_attention(q, k, v, k_codes, k_params, v_codes, v_params, dup_mask, 
                        policy: str, bits: int, group_size: int, residual: int, window: int, sink_tokens: int,
                        pool_size: int, extra_pool_size: int, pool_skip_layers: int, layer_idx: int,
                        key_axis: str, dtype: str, num_q_heads: int, num_kv_heads: int, head_dim: int) -> Any:
-    # Tensor parameters stay unannotated: the exporter treats annotated ones as attributes.
-    return _LOGQUANT.LogQuantAttention(
-        q, k, v, k_codes, k_params, v_codes, v_params, dup_mask, block_table, num_sealed, seq_len, tail_k, tail_v,
-        retained_pos, retained_k, retained_v, context_lengths,
-        policy=policy, bits=bits, group_size=group_size, residual=residual, window=window, sink_tokens=sink_tokens,
-        pool_size=pool_size, extra_pool_size=extra_pool_size, pool_skip_layers=pool_skip_layers,
-        layer_idx=layer_idx, key_axis=key_axis, dtype=dtype, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads,
-        head_dim=head_dim, plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
+    # The exporter reads inputs and attributes off this signature (annotated parameters are attributes, and it
+    # takes no *args), so the names are spelled out; tests/export checks them against PLUGIN_INPUTS and FIELDS,
+    # and the node is built from those.
+    arguments = locals()
+    return _LOGQUANT.LogQuantAttention(*(arguments[name] for name in PLUGIN_INPUTS),
+                                       **{field: arguments[field] for field in FIELDS},
+                                       plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
 
 
 def custom_translation_table() -> dict[Any, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 from onnx.defs import OpSchema
 
-from logquant_trt.ops.logquant_attention import (CACHE_INPUTS, CACHE_OUTPUTS, FIELDS, PLUGIN_NAME,
+from logquant_trt.ops.logquant_attention import (CACHE_OUTPUTS, FIELDS, PLUGIN_INPUTS, PLUGIN_NAME,
                                                  PLUGIN_NAMESPACE, STRING_FIELDS)
 
 __all__ = ["DOMAIN", "OPSET_VERSION", "logquant_attention_schema", "register_schemas"]
@@ -20,8 +20,8 @@ DOMAIN = PLUGIN_NAMESPACE
 OPSET_VERSION = 1
 ACT = "T"  # the `dtype` field: activations, scales and full-precision tokens
 
-# name -> (type, description) for inputs 0..16 of docs/plugin.md; outputs 1..12 alias the cache inputs.
-_INPUTS = {
+# PLUGIN_INPUTS' (type, description) by name, as docs/plugin.md gives them; outputs 1..12 alias the cache inputs.
+_INPUT_DOCS = {
     "q": (ACT, "[B, Hq, n, D] queries, post-RoPE"),
     "k": (ACT, "[B, H, n, D] new keys, post-RoPE"),
     "v": (ACT, "[B, H, n, D] new values"),
@@ -40,7 +40,7 @@ _INPUTS = {
     "retained_v": (ACT, "[B, H, S, D] retained values"),
     "context_lengths": ("tensor(int32)", "[B] valid prompt tokens per sequence (prefill only)"),
 }
-assert tuple(_INPUTS)[3:16] == CACHE_INPUTS
+assert tuple(_INPUT_DOCS) == PLUGIN_INPUTS
 
 _FIELD_DOCS = {
     "policy": "fp16 | kivi | logquant | ott | logquant_ott",
@@ -70,13 +70,13 @@ def logquant_attention_schema() -> OpSchema:
                    OpSchema.Attribute("plugin_namespace", string, "TensorRT plugin namespace, 'logquant'",
                                       required=True)]
     outputs = [OpSchema.FormalParameter("attention", ACT, "[B, Hq, n, D]; prefill rows past context_lengths are 0")]
-    outputs += [OpSchema.FormalParameter(f"{name}_out", _INPUTS[name][0], f"updated {name} (aliases the input)")
+    outputs += [OpSchema.FormalParameter(f"{name}_out", _INPUT_DOCS[name][0], f"updated {name} (aliases the input)")
                 for name in CACHE_OUTPUTS]
     return OpSchema(
         PLUGIN_NAME, DOMAIN, OPSET_VERSION,
         doc="LogQuant 2-bit KV-cache attention of one layer: prefill of an empty cache (n > 1) or one decode "
             "step (n == 1), updating the cache (docs/plugin.md).",
-        inputs=[OpSchema.FormalParameter(name, type_str, doc) for name, (type_str, doc) in _INPUTS.items()],
+        inputs=[OpSchema.FormalParameter(name, *_INPUT_DOCS[name]) for name in PLUGIN_INPUTS],
         outputs=outputs,
         type_constraints=[(ACT, ["tensor(float16)", "tensor(bfloat16)"], "activation and cache dtype")],
         attributes=attributes,

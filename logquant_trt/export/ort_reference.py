@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from logquant_trt.ops.logquant_attention import (CACHE_INPUTS, CACHE_OUTPUTS, FIELDS, PLUGIN_NAME,
-                                                 STRING_FIELDS, attention)
+from logquant_trt.ops.logquant_attention import (CACHE_OUTPUTS, FIELDS, PLUGIN_INPUTS, PLUGIN_NAME, STRING_FIELDS,
+                                                 attention)
 
 ACT_INPUTS = {"q", "k", "v", "k_params", "v_params", "tail_k", "tail_v", "retained_k", "retained_v"}
 INT8_INPUTS = {"k_codes", "v_codes"}
@@ -34,11 +34,10 @@ def _register_python_op() -> str:
             return PyCustomOpDef.dt_float
         return PyCustomOpDef.dt_int8 if name in INT8_INPUTS else PyCustomOpDef.dt_int32
 
-    inputs = ["q", "k", "v", *CACHE_INPUTS, "context_lengths"]
     attrs = {f: PyCustomOpDef.dt_string if f in STRING_FIELDS else PyCustomOpDef.dt_int64 for f in FIELDS}
     attrs.update(plugin_version=PyCustomOpDef.dt_string, plugin_namespace=PyCustomOpDef.dt_string)
 
-    @onnx_op(op_type=PLUGIN_NAME, inputs=[dtype_of(n) for n in inputs],
+    @onnx_op(op_type=PLUGIN_NAME, inputs=[dtype_of(n) for n in PLUGIN_INPUTS],
              outputs=[dtype_of("q"), *(dtype_of(n) for n in CACHE_OUTPUTS)], attrs=attrs)
     def _logquant_attention(*arrays: np.ndarray, **fields: int | str) -> tuple[np.ndarray, ...]:
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
@@ -81,7 +80,7 @@ def _as_python_op(node: "onnx.NodeProto", domain: str) -> list["onnx.NodeProto"]
     if dtype != "float16":
         raise ValueError(f"{node.name}: dtype={dtype!r}; the ONNX Runtime reference runs float16 graphs only")
     casts, inputs, outputs = [], [], []
-    for name, value in zip(["q", "k", "v", *CACHE_INPUTS, "context_lengths"], node.input):
+    for name, value in zip(PLUGIN_INPUTS, node.input):
         if name in ACT_INPUTS:
             inputs.append(f"{value}.f32")
             casts.append(helper.make_node("Cast", [value], [inputs[-1]], to=TensorProto.FLOAT))

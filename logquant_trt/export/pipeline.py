@@ -50,8 +50,6 @@ def check_inputs(model_path: Path | None, config: LogQuantConfig, validate_steps
 
     from logquant_trt.models.checkpoint import check_checkpoint
 
-    if not (model_path / "config.json").is_file():
-        raise ValueError(f"model path {str(model_path)!r} holds no config.json: not an HF checkpoint")
     check_checkpoint(model_path)
     check_patchable(AutoConfig.from_pretrained(model_path, local_files_only=True), config)
 
@@ -61,11 +59,11 @@ def export_checkpoint(model_path: Path | None, out_dir: Path, config: LogQuantCo
     """Export a local HF checkpoint (None: the embedded model) to out_dir; optionally validate.
 
     The graph keeps the checkpoint's fp32 weights (CPU export), with the cache and attention in
-    `config.dtype`; validation needs dtype float16 (ONNX Runtime's Python ops).
+    `config.dtype`; validation needs dtype float16 (ONNX Runtime's Python ops). Callers run check_inputs first,
+    so that bad input is refused before any long work.
     """
     from logquant_trt.models.paged_lm import PagedCausalLM
 
-    check_inputs(model_path, config, validate_steps)
     if model_path is None:
         from logquant_trt.models.embedded import ensure_embedded_model
 

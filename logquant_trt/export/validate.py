@@ -15,7 +15,7 @@ import torch
 
 from logquant_trt.export.ort_reference import reference_session
 from logquant_trt.models.paged_lm import PagedCausalLM, prefill_inputs
-from logquant_trt.ops.logquant_attention import CACHE_INPUTS, CACHE_OUTPUTS
+from logquant_trt.ops.logquant_attention import CACHE_OUTPUTS, LayerCache
 
 __all__ = ["ValidationResult", "compare_with_torch"]
 
@@ -37,13 +37,13 @@ def compare_with_torch(onnx_path: str | Path, lm: PagedCausalLM, prompt: torch.T
     session = reference_session(onnx_path, threads)
     names = [i.name for i in session.get_inputs()]
     batch, n = prompt.shape
-    cache = lm.empty_cache(batch, n + decode_steps + 1)
-    ort_cache = [t.numpy() for layer in cache for t in layer.tensors]
+    cache = ort_cache = lm.empty_cache(batch, n + decode_steps + 1)
     ids, (positions, lengths) = prompt, prefill_inputs(prompt)
     diffs, tokens_equal = [], True
     for step in range(decode_steps + 1):
         logits, cache = lm.step(ids, positions, lengths, cache)
-        outputs = session.run(None, dict(zip(names, [ids.numpy(), positions.numpy(), lengths.numpy(), *ort_cache])))
+        feeds = [ids, positions, lengths, *(t for layer in ort_cache for t in layer.tensors)]
+        outputs = session.run(None, dict(zip(names, (t.numpy() for t in feeds))))
         ort_logits = torch.from_numpy(outputs[0]).to(logits.dtype)
         diffs.append((ort_logits - logits).abs().max().item())
         ids = logits[:, -1:].argmax(-1)
@@ -53,13 +53,8 @@ def compare_with_torch(onnx_path: str | Path, lm: PagedCausalLM, prompt: torch.T
     return ValidationResult(diffs, tokens_equal)
 
 
-def _next_cache(cache: list[np.ndarray], present: list[np.ndarray]) -> list[np.ndarray]:
-    """`present.*` outputs as the next call's `past.*` inputs; block tables carry over."""
-    width_in, width_out = len(CACHE_INPUTS), len(CACHE_OUTPUTS)
-    table = CACHE_INPUTS.index("block_table")
-    new: list[np.ndarray] = []
-    for layer in range(len(cache) // width_in):
-        by_name = dict(zip(CACHE_OUTPUTS, present[layer * width_out:(layer + 1) * width_out]))
-        by_name["block_table"] = cache[layer * width_in + table]
-        new.extend(by_name[name] for name in CACHE_INPUTS)
-    return new
+def _next_cache(cache: list[LayerCache], present: list[np.ndarray]) -> list[LayerCache]:
+    """`present.*` outputs as the next call's `past.*` inputs: LayerCache.updated, as on PyTorch's side."""
+    width = len(CACHE_OUTPUTS)
+    return [layer.updated(tuple(torch.from_numpy(a) for a in present[i * width:(i + 1) * width]))
+            for i, layer in enumerate(cache)]

@@ -26,6 +26,10 @@ PLUGIN_NAMESPACE = "logquant"
 # Cache inputs 3..15 of the plugin, in order; every one but block_table is also an output.
 CACHE_INPUTS = CACHE_TENSOR_NAMES
 CACHE_OUTPUTS = tuple(n for n in CACHE_INPUTS if n != "block_table")
+# The plugin's 17 inputs, in order: the op's schema, the ONNX schema, the exporter and the ONNX Runtime
+# reference all take them from here. Must match kINPUT_NAMES in
+# plugins/logquantAttentionPlugin/logquantAttentionContract.cpp; tests/plugins checks that they do.
+PLUGIN_INPUTS = ("q", "k", "v", *CACHE_INPUTS, "context_lengths")
 # The plugin's fields, in docs/plugin.md's order: LogQuantConfig's fields plus the layer geometry.
 CONFIG_FIELDS = ("policy", "bits", "group_size", "residual", "window", "sink_tokens", "pool_size",
                  "extra_pool_size", "pool_skip_layers")
@@ -36,8 +40,7 @@ PLUGIN_DTYPES = ("float16", "bfloat16")
 PLUGIN_MAXIMA = {"residual": 1 << 20, "window": 4096, "sink_tokens": 1 << 20, "pool_size": 64,
                  "extra_pool_size": 512, "pool_skip_layers": 65536}
 
-_SCHEMA = ("(Tensor q, Tensor k, Tensor v, " + ", ".join(f"Tensor {n}" for n in CACHE_INPUTS)
-           + ", Tensor context_lengths, "
+_SCHEMA = ("(" + ", ".join(f"Tensor {n}" for n in PLUGIN_INPUTS) + ", "
            + ", ".join(f"{'str' if f in STRING_FIELDS else 'int'} {f}" for f in FIELDS)
            + ") -> (" + ", ".join(["Tensor"] * (1 + len(CACHE_OUTPUTS))) + ")")
 

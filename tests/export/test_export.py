@@ -5,6 +5,7 @@ ONNX Runtime runs the node through the PyTorch reference (logquant_trt.export.or
 the graph's logits are compared with the patched PyTorch model over a prefill and decode steps.
 """
 
+import inspect
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from logquant_trt.config import LogQuantConfig
 from logquant_trt.export import export_onnx
 from logquant_trt.export.validate import compare_with_torch
 from logquant_trt.models.paged_lm import PagedCausalLM
-from logquant_trt.ops.logquant_attention import FIELDS, PLUGIN_NAME
+from logquant_trt.ops.logquant_attention import FIELDS, PLUGIN_INPUTS, PLUGIN_NAME
 
 TINY = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=64, vocab_size=300)
@@ -56,6 +57,13 @@ def test_graph_has_one_plugin_node_per_layer_with_the_plugin_fields(tiny_export:
     metadata = json.loads((path.parent / "logquant_export.json").read_text())
     assert metadata["plugin"] == {"name": PLUGIN_NAME, "version": "1", "namespace": "logquant"}
     assert metadata["cache_geometry"]["tail_capacity"] == CONFIG.tail_capacity()
+
+
+def test_translation_takes_the_plugin_inputs_then_its_fields() -> None:
+    # The exporter binds the node's inputs and attributes by this signature, which has to spell the names out.
+    from logquant_trt.export.dynamo_translations import logquant_attention
+
+    assert tuple(inspect.signature(logquant_attention).parameters) == (*PLUGIN_INPUTS, *FIELDS)
 
 
 def test_polygraphy_reads_the_graph(tiny_export: tuple[PagedCausalLM, Path]) -> None:

@@ -23,6 +23,7 @@ import torch
 from logquant_trt.config import ConfigError, LogQuantConfig
 from logquant_trt.format import MASK_WORD_BITS
 from logquant_trt.ops._cache_view import CACHE_TENSOR_NAMES
+from logquant_trt.ops.logquant_attention import PLUGIN_INPUTS
 from logquant_trt.reference.attention import dense_attention
 from logquant_trt.reference.layer_state import LayerKVState
 from logquant_trt.reference.paged import PagedLayer, paged_attention, to_paged
@@ -30,8 +31,9 @@ from logquant_trt.reference.paged import PagedLayer, paged_attention, to_paged
 from trt_harness import PLUGIN_LIBRARY, DataType, Field, FieldType, Harness, Plugin, Tensor, TensorFormat, tensor
 
 # Must match the I/O tables of plugins/logquantAttentionPlugin/logquantAttentionPlugin.cpp (kINPUT_NAMES,
-# kALIASED_INPUT) and docs/plugin.md.
-INPUT_NAMES = ("q", "k", "v", *CACHE_TENSOR_NAMES, "context_lengths")
+# kALIASED_INPUT) and docs/plugin.md. The inputs are logquant_trt's own PLUGIN_INPUTS, so these tests check the
+# list that the op, the ONNX schema and the exporter use against the plugin.
+INPUT_NAMES = PLUGIN_INPUTS
 OUTPUT_NAMES = ("attention", *(n for n in CACHE_TENSOR_NAMES if n != "block_table"))
 FIELD_TYPES = {"policy": FieldType.CHAR, "bits": FieldType.INT32, "group_size": FieldType.INT32,
                "residual": FieldType.INT32, "window": FieldType.INT32, "sink_tokens": FieldType.INT32,
