@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from logquant_trt.cache_arguments import add_cache_arguments, cache_config
-
-_DTYPES = ("float16", "bfloat16", "float32")
+from logquant_trt.config import SUPPORTED_DTYPES, LogQuantConfig
 
 
 # -- serve --------------------------------------------------------------------------------------------------
@@ -22,7 +21,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="HF checkpoint directory (Llama, Qwen2, Mistral); default: embedded SmolLM2-135M")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--dtype", default=None, choices=_DTYPES, help="default: float16 on CUDA, float32 on CPU")
+    parser.add_argument("--dtype", default=None, choices=SUPPORTED_DTYPES,
+                        help="default: float16 on CUDA, float32 on CPU")
     parser.add_argument("--max-batch", type=int, default=16, help="sequences decoded together")
     parser.add_argument("--max-seq-len", type=int, default=1024, help="prompt + generated tokens per sequence")
     parser.add_argument("--backend", default=None, help="cache backend: paged, dense, reference (default: by device)")
@@ -106,14 +106,16 @@ def _serve_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         raise ValueError(f"--device={args.device!r} is invalid: expected cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device={args.device!r}: CUDA is not available on this machine")
-    dtype = args.dtype or ("float16" if device.type == "cuda" else "float32")
     ports = {"http_port": args.http_port, "grpc_port": args.grpc_port, "metrics_port": args.metrics_port}
     resolve_ports({f"--{k.replace('_', '-')}": v for k, v in ports.items()})  # validates ranges, names the flag
     server_config = ServerConfig(instances=args.instances, log_file=args.log_file, **ports)
     problems = server_config.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    engine_kwargs = {"cache_config": cache_config(args, dtype), "device": device, "dtype": getattr(torch, dtype),
+    # GenerationEngine.from_pretrained owns the dtype default (by device) and gives the cache the model's dtype,
+    # so without --dtype the cache flags are checked here in LogQuantConfig's default dtype.
+    engine_kwargs = {"cache_config": cache_config(args, args.dtype or LogQuantConfig().dtype), "device": device,
+                     "dtype": getattr(torch, args.dtype) if args.dtype else None,
                      "max_batch": args.max_batch, "max_seq_len": args.max_seq_len}
     if args.backend is not None:
         engine_kwargs["backend"] = args.backend

@@ -11,7 +11,8 @@ Layout: one cache row (slot) per sequence, max_batch slots. Slot s owns the fixe
 [s*M, (s+1)*M) (the identity block table of LayerCache.empty), so no page allocator is needed;
 the per-sequence tensors of a slot are row s, contiguous, so a prefill binds views of row s alone.
 A decode step always runs every slot (idle ones reset to an empty cache and fed token 0): one
-static shape, and a row's arithmetic never depends on how many others are busy.
+static shape, and a row's arithmetic never depends on how many others are busy. What a step binds
+is built once: the cache views, and the input tensors, which each step rewrites in place.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from logquant_trt.config import LogQuantConfig
 from logquant_trt.format import PAGE_TENSOR_NAMES
 from logquant_trt.ops.logquant_attention import CACHE_INPUTS, CACHE_OUTPUTS, LayerCache
 from logquant_trt.runtime.executor import Executor
@@ -28,6 +30,8 @@ from logquant_trt.runtime.executor import Executor
 # cache: CACHE_INPUTS of layer 0, layer 1, ... for these B rows, updated in place by the step.
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]
 
+# TensorRT takes tensor addresses aligned to 256 bytes (IExecutionContext::setTensorAddress).
+_ADDRESS_ALIGNMENT = 256
 
 
 class SlotCache:
@@ -37,6 +41,13 @@ class SlotCache:
         self.layers = [dict(zip(CACHE_INPUTS, layer.tensors)) for layer in layers]
         table = self.layers[0]["block_table"]
         self.num_slots, self.blocks_per_slot = table.shape
+
+    @classmethod
+    def empty(cls, config: LogQuantConfig, *, slots: int, layers: int, kv_heads: int, head_dim: int,
+              max_seq_len: int, device: torch.device | str) -> "SlotCache":
+        """A zeroed cache of `slots` slots of max_seq_len tokens each (PagedCausalLM.empty_cache's layout)."""
+        blocks = -(-max_seq_len // config.group_size)
+        return cls([LayerCache.empty(config, slots, kv_heads, head_dim, blocks, device) for _ in range(layers)])
 
     def views(self, start: int, stop: int) -> list[torch.Tensor]:
         """The step's cache argument for slots [start, stop): pages whole, per-sequence tensors sliced."""
@@ -52,15 +63,45 @@ class SlotCache:
             layer["retained_pos"][slot] = -1
             layer["dup_mask"][pages] = 0  # a page's masks are rewritten at its seal; zero them anyway
 
-    def empty_lengths(self, slots: list[int]) -> None:
-        """seq_len = num_sealed = 0 for `slots`, all layers at once per tensor. Enough to idle a slot that
-        reset() emptied for one more decode step: one token never seals a block or fills a retained slot."""
-        if not slots:
-            return
-        index = torch.tensor(slots, device=self.layers[0]["seq_len"].device)
+    def empty_lengths(self, idle: torch.Tensor) -> None:
+        """seq_len = num_sealed = 0 where `idle` (bool [num_slots], on the cache's device) is set. Enough to idle
+        a slot that reset() emptied for one more decode step: one token never seals a block or fills a retained
+        slot."""
         for layer in self.layers:
-            layer["seq_len"][index] = 0
-            layer["num_sealed"][index] = 0
+            layer["seq_len"].masked_fill_(idle, 0)
+            layer["num_sealed"].masked_fill_(idle, 0)
+
+
+class _DecodeInputs:
+    """The decode step's inputs for every slot, allocated once and rewritten in place by each step.
+
+    Tokens, positions and the idle flags are staged in one host buffer (pinned on CUDA) and reach the
+    device in one copy; each of its rows starts on a TensorRT-aligned address, because the step binds
+    tokens and positions as views of those rows.
+    """
+
+    def __init__(self, slots: int, device: torch.device) -> None:
+        per_row = _ADDRESS_ALIGNMENT // torch.int64.itemsize
+        width = -(-slots // per_row) * per_row
+        self._host = torch.zeros(3, width, dtype=torch.int64, pin_memory=device.type == "cuda")
+        self._staging = self._host.numpy()  # the same memory: numpy fills it with no torch op per row
+        self._device = torch.zeros(3, width, dtype=torch.int64, device=device)
+        self.tokens = self._device[0, :slots].unsqueeze(1)  # [B, 1]
+        self.positions = self._device[1, :slots].unsqueeze(1)  # [B, 1]
+        self._idle_flags = self._device[2, :slots]  # 1 = idle, as int64 to travel in the same copy
+        self.lengths = torch.ones(slots, dtype=torch.int32, device=device)
+        self.idle = torch.zeros(slots, dtype=torch.bool, device=device)
+
+    def write(self, rows: list[int], tokens: list[int], positions: list[int]) -> None:
+        """tokens[i] at positions[i] for rows[i]; every other slot is idle, token 0 at position 0."""
+        staging = self._staging
+        staging[:2] = 0
+        staging[2] = 1
+        staging[0, rows], staging[1, rows], staging[2, rows] = tokens, positions, 0
+        # Blocking: the next step rewrites the host buffer, so this copy must be done by then.
+        self._device.copy_(self._host)
+        self.lengths.copy_(self.positions[:, 0]).add_(1)  # not read by a decode step; position + 1 for clarity
+        self.idle.copy_(self._idle_flags)
 
 
 def torch_step(lm: torch.nn.Module) -> StepFn:
@@ -91,6 +132,9 @@ class PagedGraphExecutor(Executor):
         self.step_fn, self.cache = step, cache
         self.max_batch, self.max_seq_len, self.max_prompt = cache.num_slots, max_seq_len, max_prompt
         self.vocab_size, self.device = vocab_size, torch.device(device)
+        self._slot_views = [cache.views(row, row + 1) for row in range(self.max_batch)]  # a prefill's cache
+        self._all_views = cache.views(0, self.max_batch)  # a decode step's cache
+        self._inputs = _DecodeInputs(self.max_batch, self.device)
 
     def prefill(self, row: int, pages: list[int], prompt: tuple[int, ...]) -> torch.Tensor:
         self.cache.reset(row)
@@ -99,19 +143,14 @@ class PagedGraphExecutor(Executor):
         positions = torch.arange(n, dtype=torch.int64, device=self.device)[None]
         # The graph's prefill needs n > 1; a one-token prompt is a decode step on the empty row.
         lengths = torch.full((1,), n, dtype=torch.int32, device=self.device)
-        return self.step_fn(ids, positions, lengths, self.cache.views(row, row + 1))[0, -1]
+        return self.step_fn(ids, positions, lengths, self._slot_views[row])[0, -1]
 
     def decode(self, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        host_tokens = torch.zeros(self.max_batch, 1, dtype=torch.int64)
-        host_positions = torch.zeros(self.max_batch, 1, dtype=torch.int64)
-        for row, token, position in zip(rows, tokens, positions):
-            host_tokens[row, 0], host_positions[row, 0] = token, position
-        # Idle rows (emptied by reset() at release) decode token 0 at position 0 into an empty cache.
-        self.cache.empty_lengths(sorted(set(range(self.max_batch)) - set(rows)))
-        lengths = (host_positions[:, 0] + 1).to(torch.int32)  # not read by a decode step; set for clarity
-        logits = self.step_fn(host_tokens.to(self.device), host_positions.to(self.device), lengths.to(self.device),
-                              self.cache.views(0, self.max_batch))
-        return logits[:, 0]
+        inputs = self._inputs
+        inputs.write(rows, tokens, positions)
+        if len(rows) < self.max_batch:  # idle rows (emptied by reset() at release) decode into an empty cache
+            self.cache.empty_lengths(inputs.idle)
+        return self.step_fn(inputs.tokens, inputs.positions, inputs.lengths, self._all_views)[:, 0]
 
     def release(self, row: int) -> None:
         self.cache.reset(row)

@@ -69,3 +69,8 @@ def output_arrays(text: str, token_ids: tuple[int, ...] | list[int], finish_reas
         "output_ids": np.asarray(token_ids, dtype=np.int64).reshape(-1),
         "finish_reason": np.array([finish_reason.encode("utf-8")], dtype=np.object_),
     }
+
+
+def is_final(outputs: dict[str, np.ndarray]) -> bool:
+    """Whether a streaming response is its request's last: only the last one carries a finish_reason."""
+    return bool(outputs["finish_reason"][0])

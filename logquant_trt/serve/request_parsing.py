@@ -4,8 +4,9 @@
 Triton itself refuses unknown inputs, wrong dtypes and wrong shapes before our code runs (its
 message names the input, the dtype or shape it got and the one it expected). What is left here is
 what only the values can tell: which prompt input was given, empty or undecodable text, and the
-sampling fields (checked by SamplingParams). Capacity (prompt + max_tokens against max_seq_len)
-is the engine's check, in GenerationEngine.submit.
+sampling fields (checked by SamplingParams). The prompt's token ids (empty, outside the vocabulary)
+and capacity (prompt + max_tokens against max_seq_len) are the engine's checks, in
+GenerationEngine.submit, which every caller goes through.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from logquant_trt.runtime.requests import RequestError, SamplingParams, check_prompt
+from logquant_trt.runtime.requests import RequestError, SamplingParams
 from logquant_trt.serve.errors import BadRequest
 from logquant_trt.serve.protocol import DEFAULT_MAX_TOKENS, INPUT_NAMES, PROMPT_INPUTS
 
@@ -27,7 +28,7 @@ class ParsedRequest:
     params: SamplingParams
 
 
-def parse_request(inputs: Mapping[str, np.ndarray], tokenizer: Any, vocab_size: int) -> ParsedRequest:
+def parse_request(inputs: Mapping[str, np.ndarray], tokenizer: Any) -> ParsedRequest:
     """Validate and convert one request's inputs (name -> array, optional inputs absent)."""
     unknown = sorted(set(inputs) - set(INPUT_NAMES))
     if unknown:  # Triton refuses these already; this guards other callers
@@ -36,7 +37,7 @@ def parse_request(inputs: Mapping[str, np.ndarray], tokenizer: Any, vocab_size: 
     if len(given) != 1:
         raise BadRequest(f"give exactly one of text_input, input_ids; got {', '.join(given) or 'neither'}")
     try:
-        prompt = _prompt_ids(inputs, tokenizer, vocab_size)
+        prompt = _prompt_ids(inputs, tokenizer)
         params = SamplingParams(
             max_tokens=_scalar(inputs, "max_tokens", int, DEFAULT_MAX_TOKENS),
             temperature=_scalar(inputs, "temperature", float, 0.0),
@@ -51,17 +52,17 @@ def parse_request(inputs: Mapping[str, np.ndarray], tokenizer: Any, vocab_size: 
     return ParsedRequest(prompt, params)
 
 
-def _prompt_ids(inputs: Mapping[str, np.ndarray], tokenizer: Any, vocab_size: int) -> tuple[int, ...]:
+def _prompt_ids(inputs: Mapping[str, np.ndarray], tokenizer: Any) -> tuple[int, ...]:
     if "input_ids" in inputs:
-        ids = inputs["input_ids"].reshape(-1)
-        return check_prompt([int(t) for t in ids], vocab_size)
+        # Python ints, so that the engine's check (and message) sees e.g. 5, not np.int64(5).
+        return tuple(int(t) for t in inputs["input_ids"].reshape(-1))
     text = _text(inputs["text_input"])
     if not text:
         raise RequestError("text_input", text, "the prompt is empty")
     ids = tokenizer.encode(text)
     if not ids:
         raise RequestError("text_input", text, "the prompt tokenizes to no tokens")
-    return check_prompt(ids, vocab_size)
+    return tuple(ids)
 
 
 def _text(array: np.ndarray) -> str:

@@ -98,8 +98,8 @@ class TritonPythonModel:
         from transformers import AutoTokenizer
 
         from logquant_trt.config import LogQuantConfig
-        from logquant_trt.ops.logquant_attention import LayerCache
         from logquant_trt.runtime import GenerationEngine
+        from logquant_trt.serve.infer import GenerationService
         from logquant_trt.serve.paged_graph_executor import PagedGraphExecutor, SlotCache
 
         config = json.loads(args["model_config"])
@@ -109,64 +109,63 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args.get('model_instance_device_id', '0')}")
         torch.cuda.set_device(self.device)
         engine_config = json.loads(Path(params["engine_config"]).read_text())
-        cache_config = LogQuantConfig.from_dict(engine_config["logquant_config"])
         geometry = engine_config["cache_geometry"]
         max_batch, max_seq_len = int(params["max_batch"]), int(params["max_seq_len"])
-        blocks = -(-max_seq_len // cache_config.group_size)
         self.step = TensorRTStep(params["engine_path"], params["plugin_library"], self.device)
-        layers = [LayerCache.empty(cache_config, max_batch, geometry["num_kv_heads"], geometry["head_dim"], blocks,
-                                   self.device) for _ in range(geometry["num_layers"])]
-        self.tokenizer = AutoTokenizer.from_pretrained(params["tokenizer_dir"])
-        executor = PagedGraphExecutor(self.step, SlotCache(layers), max_seq_len=max_seq_len,
-                                      max_prompt=int(params["max_prompt"]), vocab_size=self.step.vocab_size,
-                                      device=self.device)
-        self.generator = GenerationEngine(executor, self.tokenizer)
+        cache = SlotCache.empty(LogQuantConfig.from_dict(engine_config["logquant_config"]), slots=max_batch,
+                                layers=geometry["num_layers"], kv_heads=geometry["num_kv_heads"],
+                                head_dim=geometry["head_dim"], max_seq_len=max_seq_len, device=self.device)
+        executor = PagedGraphExecutor(self.step, cache, max_seq_len=max_seq_len, max_prompt=int(params["max_prompt"]),
+                                      vocab_size=self.step.vocab_size, device=self.device)
+        self.generator = GenerationEngine(executor, AutoTokenizer.from_pretrained(params["tokenizer_dir"]))
         self.generator.start()
+        # The PyTriton server's request path: parsing, submission and its errors, the streaming responses.
+        self.service = GenerationService(self.generator)
         self.input_names = [spec["name"] for spec in config["input"]]
         self.logger = pb_utils.Logger
 
     def execute(self, requests: list[Any]) -> None:
-        from logquant_trt.runtime.requests import RequestError
-        from logquant_trt.serve.request_parsing import parse_request
-
         for request in requests:
             sender = request.get_response_sender()
             try:
-                inputs = {}
-                for name in self.input_names:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
-                    if tensor is not None:
-                        inputs[name] = tensor.as_numpy()
-                parsed = parse_request(inputs, self.tokenizer, self.step.vocab_size)
-                handle = self.generator.submit(parsed.prompt_token_ids, parsed.params)
-            except (ValueError, RequestError, RuntimeError) as error:  # BadRequest is a ValueError
+                handle = self.service.submit(self._inputs(request))
+            except (ValueError, RuntimeError) as error:  # BadRequest is a ValueError, GenerationFailed a RuntimeError
                 sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error))),
                             flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
                 continue
             threading.Thread(target=self._respond, args=(handle, sender), daemon=True).start()
         return None
 
+    def _inputs(self, request: Any) -> dict[str, np.ndarray]:
+        """The request's input arrays by name; optional inputs it does not give are absent."""
+        inputs = {}
+        for name in self.input_names:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                inputs[name] = tensor.as_numpy()
+        return inputs
+
     def _respond(self, handle: Any, sender: Any) -> None:
         """One response per token, then a final one with finish_reason (and any text held back)."""
-        from logquant_trt.serve.detokenize import IncrementalDetokenizer
-        from logquant_trt.serve.protocol import output_arrays
+        from logquant_trt.serve.infer import stream_outputs
+        from logquant_trt.serve.protocol import is_final
 
-        detokenizer = IncrementalDetokenizer(self.tokenizer)
         try:
-            for token in handle.stream():
-                if sender.is_cancelled():
+            for outputs in stream_outputs(handle, self.service.tokenizer):
+                final = is_final(outputs)
+                if sender.is_cancelled() and not final:
                     handle.cancel()
                     continue  # drain: the generator finishes the request as aborted
-                sender.send(_response(output_arrays(detokenizer.push([token]), (token,), "")))
-            result = handle.result()
-            sender.send(_response(output_arrays(detokenizer.flush(), (), result.finish_reason.value)),
-                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                sender.send(_response(outputs), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0)
         except Exception as error:  # noqa: BLE001 - reported to this request's client
             self.logger.log_error(f"request {handle.request_id} failed: {error}")
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generation failed: {error}")),
                         flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        finally:
+            self.service.release(handle)
 
     def finalize(self) -> None:
+        self.service.close()  # refuse new requests before the generator stops, as the PyTriton server does
         self.generator.stop()
 
 

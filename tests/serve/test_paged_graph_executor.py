@@ -31,9 +31,11 @@ def lm_and_tokenizer() -> tuple[PagedCausalLM, Any]:
 
 
 def make_generator(lm: PagedCausalLM, tokenizer: Any) -> GenerationEngine:
-    executor = PagedGraphExecutor(torch_step(lm), SlotCache(lm.empty_cache(SLOTS, MAX_SEQ_LEN)),
-                                  max_seq_len=MAX_SEQ_LEN, max_prompt=MAX_PROMPT, vocab_size=lm.model.config.vocab_size,
-                                  device="cpu")
+    # The cache as trt_python_model builds it, from the engine's geometry.
+    cache = SlotCache.empty(CONFIG, slots=SLOTS, layers=lm.num_layers, kv_heads=lm.num_kv_heads,
+                            head_dim=lm.head_dim, max_seq_len=MAX_SEQ_LEN, device="cpu")
+    executor = PagedGraphExecutor(torch_step(lm), cache, max_seq_len=MAX_SEQ_LEN, max_prompt=MAX_PROMPT,
+                                  vocab_size=lm.model.config.vocab_size, device="cpu")
     return GenerationEngine(executor, tokenizer)
 
 

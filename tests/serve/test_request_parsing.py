@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Request inputs -> prompt ids and SamplingParams (request_parsing.py), the streaming detokenizer, ports, and
-the client's request arrays: the server's pure-Python parts, without a server."""
+"""Request inputs -> prompt ids and SamplingParams (request_parsing.py), refusals on the request path
+(GenerationService.submit) and the cleanup of a refused call, the streaming detokenizer, ports, and the client's
+request arrays: the server's pure-Python parts, without a server. The engine is the real GenerationEngine over an
+executor that is never stepped: submit() only checks and queues."""
 
 from __future__ import annotations
 
@@ -9,13 +11,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from transformers import AutoTokenizer
 
 from logquant_trt.models.embedded import ensure_embedded_model
+from logquant_trt.runtime import EngineError, GenerationEngine
+from logquant_trt.runtime.executor import Executor
 from logquant_trt.runtime.requests import SamplingParams
 from logquant_trt.serve.client import Request
 from logquant_trt.serve.detokenize import IncrementalDetokenizer, decode
-from logquant_trt.serve.errors import BadRequest, error_message
+from logquant_trt.serve.errors import BadRequest, GenerationFailed, error_message
+from logquant_trt.serve.infer import GenerationService
 from logquant_trt.serve.processes import resolve_ports
 from logquant_trt.serve.protocol import INPUTS, output_arrays
 from logquant_trt.serve.request_parsing import parse_request
@@ -26,8 +32,33 @@ def tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(ensure_embedded_model())
 
 
+class NeverStepped(Executor):
+    """Enough of an Executor for GenerationEngine.submit; no test here steps the engine."""
+
+    max_batch, max_seq_len, device = 2, 64, torch.device("cpu")
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def prefill(self, row: int, pages: list[int], prompt: tuple[int, ...]) -> torch.Tensor:
+        raise AssertionError("not stepped")
+
+    def decode(self, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
+        raise AssertionError("not stepped")
+
+    def release(self, row: int) -> None:
+        raise AssertionError("not stepped")
+
+
+@pytest.fixture
+def service(tokenizer: Any) -> Any:
+    service = GenerationService(GenerationEngine(NeverStepped(len(tokenizer)), tokenizer))
+    yield service
+    service.close()
+
+
 def parse(tokenizer: Any, **inputs: Any) -> Any:
-    return parse_request({k: np.asarray(v) for k, v in inputs.items()}, tokenizer, len(tokenizer))
+    return parse_request({k: np.asarray(v) for k, v in inputs.items()}, tokenizer)
 
 
 def test_text_and_ids_give_the_same_request(tokenizer: Any) -> None:
@@ -57,10 +88,31 @@ def test_every_sampling_field_is_read(tokenizer: Any) -> None:
     (dict(text_input=np.array([b"\xc3"], dtype=object)), "is not UTF-8"),
     (dict(input_ids=np.int64([1]), bogus=np.int32([1])), "unknown input 'bogus'"),
 ])
-def test_bad_inputs_name_the_value(tokenizer: Any, inputs: dict[str, Any], message: str) -> None:
+def test_bad_inputs_name_the_value(service: Any, inputs: dict[str, Any], message: str) -> None:
+    # Through submit(): parsing checks the fields, the engine the prompt's token ids.
     with pytest.raises(BadRequest) as caught:
-        parse(tokenizer, **inputs)
+        service.submit({k: np.asarray(v) for k, v in inputs.items()})
     assert message in str(caught.value)
+    assert service.in_flight == 0
+
+
+def test_refused_later_request_releases_the_earlier_ones(service: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call of two requests whose second is refused after the first was submitted (the engine stopped in
+    between): the first is cancelled, so that it frees its row, and nothing stays in flight."""
+    engine, submitted = service.engine, []
+
+    def submit_once(prompt: Any, params: Any) -> Any:
+        if submitted:
+            raise EngineError("the engine is stopped; it accepts no new requests until start()")
+        submitted.append(GenerationEngine.submit(engine, prompt, params))
+        return submitted[-1]
+
+    monkeypatch.setattr(engine, "submit", submit_once)
+    request = {"input_ids": np.int64([1, 2]), "max_tokens": np.int32([1])}
+    with pytest.raises(GenerationFailed, match="the engine is stopped"):
+        service.blocking_infer([request, request])
+    assert submitted[0].cancelled
+    assert service.in_flight == 0
 
 
 def test_bad_request_shows_no_traceback_to_clients() -> None:
