@@ -3,33 +3,18 @@
 
 import pytest
 import torch
-from transformers import (DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM,
-                          Qwen2Config, Qwen2ForCausalLM)
+from transformers import DynamicCache
 
 from logquant_trt.config import LogQuantConfig, Policy
 from logquant_trt.hf import LogQuantCache
 
 POLICIES = [p.value for p in Policy]
-TINY = dict(hidden_size=256, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=64, vocab_size=300)
-
-
-def tiny(family: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-                             "mistral": (MistralConfig, MistralForCausalLM)}[family]
-    return model_cls(config_cls(**TINY)).eval()
-
-
-def small_config(policy: str) -> LogQuantConfig:
-    return LogQuantConfig(policy=policy, group_size=32, residual=32, window=32, pool_skip_layers=1,
-                          dtype="float32")
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
 @pytest.mark.parametrize("policy", POLICIES)
-def test_generate_runs_with_every_policy(family: str, policy: str) -> None:
-    model = tiny(family)
+def test_generate_runs_with_every_policy(tiny_hf, small_config, family: str, policy: str) -> None:
+    model = tiny_hf(family)
     prompt = torch.randint(0, 300, (2, 90), generator=torch.Generator().manual_seed(1))
     cache = LogQuantCache(small_config(policy))
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), past_key_values=cache,
@@ -44,8 +29,8 @@ def test_generate_runs_with_every_policy(family: str, policy: str) -> None:
         assert cache.nbytes()["codes"] > 0
 
 
-def test_fp16_policy_matches_the_dynamic_cache_exactly() -> None:
-    model = tiny("llama")
+def test_fp16_policy_matches_the_dynamic_cache_exactly(tiny_hf, small_config) -> None:
+    model = tiny_hf("llama")
     prompt = torch.randint(0, 300, (1, 50), generator=torch.Generator().manual_seed(2))
     expected = model.generate(prompt, past_key_values=DynamicCache(), max_new_tokens=30, do_sample=False)
     got = model.generate(prompt, past_key_values=LogQuantCache(small_config("fp16")), max_new_tokens=30,
@@ -53,8 +38,8 @@ def test_fp16_policy_matches_the_dynamic_cache_exactly() -> None:
     assert torch.equal(got, expected)
 
 
-def test_quantized_cache_changes_logits_but_not_the_prefill() -> None:
-    model = tiny("llama")
+def test_quantized_cache_changes_logits_but_not_the_prefill(tiny_hf, small_config) -> None:
+    model = tiny_hf("llama")
     ids = torch.randint(0, 300, (1, 120), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         dense = model(ids).logits
@@ -65,8 +50,8 @@ def test_quantized_cache_changes_logits_but_not_the_prefill() -> None:
     assert (step[0, -1] - dense[0, 100]).abs().max() > 1e-4, "decode must read the 2-bit blocks"
 
 
-def test_rejects_a_dtype_mismatch_and_beam_search() -> None:
-    model = tiny("llama")
+def test_rejects_a_dtype_mismatch_and_beam_search(tiny_hf) -> None:
+    model = tiny_hf("llama")
     prompt = torch.randint(0, 300, (1, 10))
     with pytest.raises(TypeError, match="float16"):
         model.generate(prompt, past_key_values=LogQuantCache(LogQuantConfig(policy="kivi")), max_new_tokens=2)

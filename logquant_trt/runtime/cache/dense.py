@@ -62,6 +62,7 @@ class DenseKVCache(KVCache):
         # FlashAttention varlen: a chunk's row r queries at r, its keys from r * H * max_seq_len (_varlen_view).
         self._cu_q = torch.arange(self.rows + 1, dtype=torch.int32, device=self.device)
         self._cu_k = self._cu_q * (s.num_kv_heads * self.max_seq_len)
+        self._visible: torch.Tensor | None = None  # off CUDA: bool [rows, 1, 1, max_seq_len], set per step
         self.chunks = DecodeChunks(((0, self.rows),))
         self._streams: list[torch.cuda.Stream] = []
         if self.device.type == "cuda":
@@ -91,6 +92,10 @@ class DenseKVCache(KVCache):
         # Idle rows restart empty: they write slot 0 and attend over that one token.
         self._write_at.copy_(self.lengths * active)
         self.lengths.copy_(self._write_at + 1)
+        if self.device.type != "cuda":
+            # Every layer of the step attends over the same lengths: one mask serves them all.
+            visible = torch.arange(self.max_seq_len, device=self.device) < self.lengths[:, None]
+            self._visible = visible[:, None, None, :]
 
     def decode(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         at = (self._row_ids, self._head_ids, self._write_at[:, None])
@@ -98,9 +103,8 @@ class DenseKVCache(KVCache):
         self.v[layer].index_put_(at, v[:, :, 0])
         if self.device.type == "cuda":
             return self._flash_decode(layer, q)
-        visible = torch.arange(self.max_seq_len, device=self.device) < self.lengths[:, None]
-        return F.scaled_dot_product_attention(
-            q, self.k[layer], self.v[layer], attn_mask=visible[:, None, None, :], enable_gqa=True)
+        return F.scaled_dot_product_attention(q, self.k[layer], self.v[layer], attn_mask=self._visible,
+                                              enable_gqa=True)
 
     def _flash_decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         rows, hq, _, d = q.shape

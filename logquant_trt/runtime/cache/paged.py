@@ -87,7 +87,7 @@ class PagedKVCache(KVCache):
                                   **{n: t[l] for n, t in self._rows.items()}) for l in range(layers)]
         self._staged = [PagedLayer(self.config, **pages[l], block_table=self._staging_table, **self._staging)
                         for l in range(layers)]
-        self._runners: dict[int, list[DecodeAttentionRunner]] = {}
+        self._runners: list[DecodeAttentionRunner] = []  # one per layer
 
     # -- sizing -----------------------------------------------------------------------------------------------
 
@@ -140,19 +140,7 @@ class PagedKVCache(KVCache):
         return out
 
     def _runner(self, layer: int, num_q_heads: int) -> DecodeAttentionRunner:
-        runners = self._runners.get(num_q_heads)
-        if runners is None:
-            runners = [DecodeAttentionRunner(p, num_q_heads, 1) for p in self.layers]
-            self._runners[num_q_heads] = runners
-        return runners[layer]
-
-    def synthesize(self, length: int, generator: torch.Generator) -> None:
-        """Fill every row as if it held `length` tokens of random content (speed benchmarks only).
-
-        Codes and full-precision buffers get random bits, params small positive scales; block tables,
-        num_sealed and retained positions follow the policy's steady state for `length` tokens.
-        """
-        from logquant_trt.runtime.cache.synthetic import synthesize_paged
-
-        synthesize_paged(self, length, generator)
-
+        # Built on the first decode, from its query heads (the model's, fixed for the cache's lifetime).
+        if not self._runners:
+            self._runners = [DecodeAttentionRunner(p, num_q_heads, 1) for p in self.layers]
+        return self._runners[layer]

@@ -19,16 +19,17 @@ only on the layout's geometry, not on the values: so the benchmark fills caches 
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from logquant_trt.config import LogQuantConfig
-from logquant_trt.format import MASK_WORD_BITS
-from logquant_trt.reference.paged import PagedLayer
+from logquant_trt.reference.paged import PagedLayer, pack_mask_bits
 from logquant_trt.reference.windows import LogSparseWindow, RecentWindow
+from logquant_trt.runtime.cache.base import KVCache
+from logquant_trt.runtime.cache.dense import DenseKVCache
+from logquant_trt.runtime.cache.paged import PagedKVCache
 
 SCALE_RANGE = (0.05, 0.45)  # 2-bit step sizes of unit-scale activations
+_PACK_PAGES = 1024  # pages per pack_mask_bits call in _dup_mask
 
 
 def steady_state(config: LogQuantConfig, length: int) -> tuple[int, list[int]]:
@@ -88,18 +89,14 @@ def _retained_positions(config: LogQuantConfig, layer_idx: int, rows: int, heads
 
 def _dup_mask(retained_pos: torch.Tensor, block_table: torch.Tensor, num_pages: int, group_size: int) -> torch.Tensor:
     """int32 [P, H, G/32] with the bit of every readable retained position set in its page."""
-    rows, heads, _ = retained_pos.shape
-    words_per_page = group_size // MASK_WORD_BITS
-    valid = retained_pos >= 0
-    row, head, slot = valid.nonzero(as_tuple=True)
+    heads = retained_pos.shape[1]
+    row, head, slot = (retained_pos >= 0).nonzero(as_tuple=True)
     p = retained_pos[row, head, slot].long()
-    page = block_table[row, p // group_size].long()
-    word = (page * heads + head) * words_per_page + (p % group_size) // MASK_WORD_BITS
-    bits = torch.zeros(num_pages * heads * words_per_page, dtype=torch.int64, device=retained_pos.device)
-    # Distinct positions set distinct bits, so the sum is the bitwise or.
-    bits.scatter_add_(0, word, torch.bitwise_left_shift(torch.ones_like(p), p % MASK_WORD_BITS))
-    bits = torch.where(bits >= 2**31, bits - 2**32, bits)
-    return bits.to(torch.int32).view(num_pages, heads, words_per_page)
+    masked = torch.zeros(num_pages, heads, group_size, dtype=torch.bool, device=retained_pos.device)
+    masked[block_table[row, p // group_size].long(), head, p % group_size] = True
+    # pack_mask_bits widens every slot to int64; packing a few pages at a time keeps that temporary small
+    # beside a cache that was sized to fill the device.
+    return torch.cat([pack_mask_bits(pages) for pages in masked.split(_PACK_PAGES)])
 
 
 def fill_paged_layers(layers: list[PagedLayer], length: int, generator: torch.Generator) -> None:
@@ -135,17 +132,14 @@ def fill_paged_layers(layers: list[PagedLayer], length: int, generator: torch.Ge
         layer.dup_mask.copy_(_dup_mask(positions, block_table, num_pages, config.group_size))
 
 
-def synthesize_paged(cache: Any, length: int, generator: torch.Generator) -> None:
-    """PagedKVCache.synthesize: every row of `cache` (a PagedKVCache) as if it held `length` tokens."""
+def _check_length(cache: KVCache, length: int) -> None:
     if length > cache.max_seq_len:
         raise ValueError(f"length={length} exceeds the cache's max_seq_len={cache.max_seq_len}")
-    fill_paged_layers(cache.layers, length, generator)
 
 
-def synthesize_dense(cache: Any, length: int, generator: torch.Generator) -> None:
+def synthesize_dense(cache: DenseKVCache, length: int, generator: torch.Generator) -> None:
     """Every row of a DenseKVCache as if it held `length` tokens of random K/V."""
-    if length > cache.max_seq_len:
-        raise ValueError(f"length={length} exceeds the cache's max_seq_len={cache.max_seq_len}")
+    _check_length(cache, length)
     gen = _device_generator(generator, cache.k.device)
     for layer in range(cache.k.shape[0]):  # per layer, so that no step holds more than one layer's temporaries
         cache.k[layer, :, :, :length].normal_(generator=gen)
@@ -153,11 +147,12 @@ def synthesize_dense(cache: Any, length: int, generator: torch.Generator) -> Non
     cache.lengths.fill_(length)
 
 
-def synthesize(cache: Any, length: int, generator: torch.Generator) -> None:
-    """Fill any runtime cache that supports it (paged through its own synthesize(), dense here)."""
-    if hasattr(cache, "synthesize"):
-        cache.synthesize(length, generator)
-    elif hasattr(cache, "lengths") and hasattr(cache, "k"):
+def synthesize(cache: KVCache, length: int, generator: torch.Generator) -> None:
+    """Fill every row of a paged or dense runtime cache as if it held `length` tokens."""
+    if isinstance(cache, PagedKVCache):
+        _check_length(cache, length)
+        fill_paged_layers(cache.layers, length, generator)
+    elif isinstance(cache, DenseKVCache):
         synthesize_dense(cache, length, generator)
     else:
         raise TypeError(f"{type(cache).__name__} cannot be synthesized")
