@@ -36,7 +36,8 @@ class LayerKVState:
         self.policy: LayerRetention | None = None
         self._last_sparse: list[int] | None = None
         self.retained_version = 0  # bumped whenever the retained set changes
-        # Dequantized copy of the sealed blocks: a reference-only speed-up, never counted as storage.
+        # Dequantized copy of the first blocks: a reference-only speed-up, never counted as storage. It is
+        # brought up to `blocks` on read (_dequantized_kv), so callers that never read it never pay for it.
         self._dequantized: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # -- writes ----------------------------------------------------------------------
@@ -85,9 +86,6 @@ class LayerKVState:
             excluded = self.policy.on_seal(start, k)
             block = seal_block(k, v, excluded, self.config.key_axis, self.config.channel_group(k.shape[-1]))
             self.blocks = block if self.blocks is None else self.blocks.cat(block)
-            deq = dequantize_blocks(block)
-            self._dequantized = deq if self._dequantized is None else tuple(
-                torch.cat([a, b], dim=2) for a, b in zip(self._dequantized, deq))
             fresh[start] = (k, v)
             self.tail_k, self.tail_v = self.tail_k[:, :, g:], self.tail_v[:, :, g:]
             self.num_sealed += 1
@@ -125,9 +123,25 @@ class LayerKVState:
 
     def dequantized_blocks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, H, Q, D] keys and values of the sealed blocks, as attention reads them."""
-        if self._dequantized is None:
+        dequantized = self._dequantized_kv()
+        if dequantized is None:
             empty = self.tail_k[:, :, :0]
             return empty, empty
+        return dequantized
+
+    def _dequantized_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The dequantized sealed blocks (None before the first seal), dequantizing only blocks not yet read.
+
+        Dequantization is elementwise, so block by block equals all at once, bit for bit.
+        """
+        if self.blocks is None:
+            return None
+        done = 0 if self._dequantized is None else self._dequantized[0].shape[2] // self.config.group_size
+        if done < self.blocks.num_blocks:
+            unread = QuantizedBlocks(self.blocks.key_axis, *(t[:, done:] for t in self.blocks.tensors()))
+            new = dequantize_blocks(unread)
+            self._dequantized = new if self._dequantized is None else tuple(
+                torch.cat([a, b], dim=2) for a, b in zip(self._dequantized, new))
         return self._dequantized
 
     def retained_positions(self, b: int, h: int) -> list[int]:
@@ -136,10 +150,11 @@ class LayerKVState:
     def effective_kv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, H, L, D]: what attention sees, each position once, in full precision
         where a full-precision copy exists and dequantized otherwise."""
-        if self._dequantized is None:
+        dequantized = self._dequantized_kv()
+        if dequantized is None:
             return self.tail_k, self.tail_v
-        k = torch.cat([self._dequantized[0], self.tail_k], dim=2)
-        v = torch.cat([self._dequantized[1], self.tail_v], dim=2)
+        k = torch.cat([dequantized[0], self.tail_k], dim=2)
+        v = torch.cat([dequantized[1], self.tail_v], dim=2)
         if any(self.retained.values()):
             k, v = k.clone(), v.clone()
             for (b, h), entries in self.retained.items():

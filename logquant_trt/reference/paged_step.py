@@ -17,7 +17,7 @@ import torch
 from logquant_trt.config import LogQuantConfig
 from logquant_trt.format import PAGE_TENSOR_NAMES
 from logquant_trt.reference.attention import dense_attention
-from logquant_trt.reference.blocks import QuantizedBlocks, dequantize_blocks
+from logquant_trt.reference.blocks import QuantizedBlocks
 from logquant_trt.reference.layer_state import LayerKVState
 from logquant_trt.reference.outlier_pool import key_l1_scores
 from logquant_trt.reference.paged import PagedLayer, paged_attention, tail_slots, to_paged
@@ -79,9 +79,6 @@ def layer_state_from_paged(paged: PagedLayer, b: int, layer_idx: int) -> LayerKV
             raise ValueError(f"block_table[{b}, :{sealed}] = {pages.tolist()} maps a sealed block to no page")
         state.blocks = QuantizedBlocks(config.key_axis, *(getattr(paged, name)[pages].unsqueeze(0)
                                                            for name in PAGE_TENSOR_NAMES[:4]))
-        # attention_step never reads it, but LayerKVState keeps this copy in step with `blocks` (_compact
-        # extends it; effective_kv and dequantized_blocks read it): without it the state is silently wrong.
-        state._dequantized = dequantize_blocks(state.blocks)
     slots = tail_slots(sealed * g, length, paged.tail_k.shape[2], paged.tail_k.device)
     state.tail_k, state.tail_v = paged.tail_k[b:b + 1, :, slots], paged.tail_v[b:b + 1, :, slots]
     state.policy = _retention_from_paged(paged, b, layer_idx, heads)
