@@ -9,7 +9,8 @@ the CPU, which is how the tests check it without TensorRT.
 
 Layout: one cache row (slot) per sequence, max_batch slots. Slot s owns the fixed pages
 [s*M, (s+1)*M) (the identity block table of LayerCache.empty), so no page allocator is needed;
-the per-sequence tensors of a slot are row s, contiguous, so a prefill binds views of row s alone.
+the per-sequence tensors of a slot are row s, contiguous. A prefill binds copies of row s in their own
+allocations (_PrefillStage): a view of row s starts at an address TensorRT refuses.
 A decode step always runs every slot (idle ones reset to an empty cache and fed token 0): one
 static shape, and a row's arithmetic never depends on how many others are busy. What a step binds
 is built once: the cache views, and the input tensors, which each step rewrites in place.
@@ -31,7 +32,7 @@ from logquant_trt.runtime.executor import Executor
 StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]], torch.Tensor]
 
 # TensorRT takes tensor addresses aligned to 256 bytes (IExecutionContext::setTensorAddress).
-_ADDRESS_ALIGNMENT = 256
+TENSOR_ALIGNMENT = 256
 
 
 class SlotCache:
@@ -72,6 +73,30 @@ class SlotCache:
             layer["num_sealed"].masked_fill_(idle, 0)
 
 
+class _PrefillStage:
+    """One slot's per-sequence cache tensors in allocations of their own, which a prefill binds with the pages.
+
+    Row s of a per-sequence tensor starts s rows into it (4 s bytes for seq_len), off TensorRT's 256-byte
+    alignment; a fresh allocation starts aligned. load() copies a slot in, store() copies it back.
+    """
+
+    def __init__(self, cache: SlotCache) -> None:
+        self._cache = cache
+        self._rows = [{name: torch.empty_like(t[:1]) for name, t in layer.items() if name not in PAGE_TENSOR_NAMES}
+                      for layer in cache.layers]
+        self.views = [rows.get(name, t) for layer, rows in zip(cache.layers, self._rows) for name, t in layer.items()]
+
+    def load(self, slot: int) -> None:
+        for layer, rows in zip(self._cache.layers, self._rows):
+            for name, staged in rows.items():
+                staged.copy_(layer[name][slot:slot + 1])
+
+    def store(self, slot: int) -> None:
+        for layer, rows in zip(self._cache.layers, self._rows):
+            for name, staged in rows.items():
+                layer[name][slot:slot + 1].copy_(staged)
+
+
 class _DecodeInputs:
     """The decode step's inputs for every slot, allocated once and rewritten in place by each step.
 
@@ -81,7 +106,7 @@ class _DecodeInputs:
     """
 
     def __init__(self, slots: int, device: torch.device) -> None:
-        per_row = _ADDRESS_ALIGNMENT // torch.int64.itemsize
+        per_row = TENSOR_ALIGNMENT // torch.int64.itemsize
         width = -(-slots // per_row) * per_row
         self._host = torch.zeros(3, width, dtype=torch.int64, pin_memory=device.type == "cuda")
         self._staging = self._host.numpy()  # the same memory: numpy fills it with no torch op per row
@@ -132,7 +157,7 @@ class PagedGraphExecutor(Executor):
         self.step_fn, self.cache = step, cache
         self.max_batch, self.max_seq_len, self.max_prompt = cache.num_slots, max_seq_len, max_prompt
         self.vocab_size, self.device = vocab_size, torch.device(device)
-        self._slot_views = [cache.views(row, row + 1) for row in range(self.max_batch)]  # a prefill's cache
+        self._prefill = _PrefillStage(cache)
         self._all_views = cache.views(0, self.max_batch)  # a decode step's cache
         self._inputs = _DecodeInputs(self.max_batch, self.device)
 
@@ -143,7 +168,10 @@ class PagedGraphExecutor(Executor):
         positions = torch.arange(n, dtype=torch.int64, device=self.device)[None]
         # The graph's prefill needs n > 1; a one-token prompt is a decode step on the empty row.
         lengths = torch.full((1,), n, dtype=torch.int32, device=self.device)
-        return self.step_fn(ids, positions, lengths, self._slot_views[row])[0, -1]
+        self._prefill.load(row)
+        logits = self.step_fn(ids, positions, lengths, self._prefill.views)
+        self._prefill.store(row)
+        return logits[0, -1]
 
     def decode(self, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
         inputs = self._inputs

@@ -51,6 +51,9 @@ class TensorRTStep:
             self.context = self.engine.create_execution_context()
             self.stream = torch.cuda.Stream(device)
         from logquant_trt.ops.logquant_attention import CACHE_INPUTS
+        from logquant_trt.serve.paged_graph_executor import TENSOR_ALIGNMENT
+
+        self.alignment = TENSOR_ALIGNMENT
 
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -76,18 +79,25 @@ class TensorRTStep:
             if not tensor.is_contiguous():
                 raise RuntimeError(f"{name} must be contiguous (a row slice of a C-contiguous cache tensor is)")
             self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
+            self._bind(name, tensor)
         logits = torch.empty(tuple(self.context.get_tensor_shape("logits")), dtype=torch.float32, device=self.device)
-        self.context.set_tensor_address("logits", logits.data_ptr())
+        self._bind("logits", logits)
         for name in self.outputs:
             if name != "logits":  # present.<i>.<x> aliases past.<i>.<x>: the plugin updates the cache in place
-                self.context.set_tensor_address(name, tensors["past." + name.removeprefix("present.")].data_ptr())
+                self._bind(name, tensors["past." + name.removeprefix("present.")])
         # The inputs were written on torch's current stream; order the engine after them, and the caller after it.
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
         torch.cuda.current_stream(self.device).wait_stream(self.stream)
         return logits
+
+    def _bind(self, name: str, tensor: Any) -> None:
+        address = tensor.data_ptr()
+        if address % self.alignment:  # setTensorAddress requires it
+            raise RuntimeError(f"{name} is at {address:#x}, not {self.alignment}-byte aligned as TensorRT requires")
+        if not self.context.set_tensor_address(name, address):
+            raise RuntimeError(f"TensorRT refused the address of {name} (see the TensorRT log)")
 
 
 class TritonPythonModel:

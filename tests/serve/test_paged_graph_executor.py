@@ -18,7 +18,8 @@ from logquant_trt.config import LogQuantConfig
 from logquant_trt.models.embedded import load_embedded_model
 from logquant_trt.models.paged_lm import PagedCausalLM, greedy_generate
 from logquant_trt.runtime import EngineError, FinishReason, GenerationEngine, RequestError, SamplingParams
-from logquant_trt.serve.paged_graph_executor import PagedGraphExecutor, SlotCache, torch_step
+from logquant_trt.ops.logquant_attention import CACHE_INPUTS
+from logquant_trt.serve.paged_graph_executor import TENSOR_ALIGNMENT, PagedGraphExecutor, SlotCache, torch_step
 
 SLOTS, MAX_SEQ_LEN, MAX_PROMPT = 2, 64, 48
 CONFIG = LogQuantConfig(policy="logquant_ott", group_size=32, window=32, residual=32, dtype="float32")
@@ -94,3 +95,29 @@ def test_thread_streams_and_stop_aborts(lm_and_tokenizer: tuple[PagedCausalLM, A
     assert any(h.result().finish_reason is FinishReason.ABORTED for h in pending)
     with pytest.raises(EngineError, match="stopped"):
         generator.submit([504, 28], SamplingParams(max_tokens=1))
+
+
+def test_every_bound_tensor_starts_aligned_and_prefill_writes_its_slot() -> None:
+    """TensorRT takes only 256-byte aligned addresses: no tensor a step binds may start inside its allocation at an
+    unaligned offset (a view of slot s > 0 of seq_len would). The prefill's staged rows must land in the slot."""
+    slots, layers, vocab = 3, 2, 11
+    cache = SlotCache.empty(CONFIG, slots=slots, layers=layers, kv_heads=2, head_dim=64, max_seq_len=MAX_SEQ_LEN,
+                            device="cpu")
+    offsets: list[int] = []
+
+    def step(ids: torch.Tensor, positions: torch.Tensor, lengths: torch.Tensor,
+             tensors: list[torch.Tensor]) -> torch.Tensor:
+        offsets.extend(t.storage_offset() * t.element_size() % TENSOR_ALIGNMENT for t in (ids, positions, lengths))
+        offsets.extend(t.storage_offset() * t.element_size() % TENSOR_ALIGNMENT for t in tensors)
+        seq_len = CACHE_INPUTS.index("seq_len")
+        for layer in range(layers):  # what the plugin does to the cache, in place
+            tensors[layer * len(CACHE_INPUTS) + seq_len] += ids.shape[1]
+        return torch.zeros(ids.shape[0], ids.shape[1], vocab)
+
+    executor = PagedGraphExecutor(step, cache, max_seq_len=MAX_SEQ_LEN, max_prompt=MAX_PROMPT, vocab_size=vocab,
+                                  device="cpu")
+    executor.prefill(2, [], (5, 6, 7))
+    executor.decode([2], [8], [3])
+    assert offsets and set(offsets) == {0}
+    assert [int(layer["seq_len"][2]) for layer in cache.layers] == [4] * layers
+    assert [int(layer["seq_len"][s]) for layer in cache.layers for s in (0, 1)] == [1] * (2 * layers)
