@@ -34,7 +34,8 @@
 // stamps, ncu):
 // - It is bound by compute coupled to the stream, not by bandwidth. Copies removed (compute on stale stages):
 //   58 us. Compute removed: 68 us. Both: 77 us. Computing only 3 of 4 (1 of 2) units: 74.5 (71.5) us, so every
-//   quarter of the sealed-block compute adds ~3 us. The hot loop is ~930 instructions per 64 tokens (30% LOP3:
+//   quarter of the sealed-block compute adds ~3 us; the tail after the sealed blocks (full-precision tiles 0.8 us,
+//   split-K publication and merge 2.4 us) ~3 us. The hot loop is ~930 instructions per 64 tokens (30% LOP3:
 //   code expansion, 1 ALU op per 2 codes) and issues at ~0.54 IPC per scheduler with 12 warps/SM (stalls: fixed
 //   latency, ALU throttle, issue contention). A variant with ~10% fewer instructions (GQA <= 4 rows on both column
 //   halves of the mma) did not move it: the reduction has to be far larger to show.
