@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from logquant_trt.config import LogQuantConfig
+from logquant_trt.format import PAGE_TENSOR_NAMES
 from logquant_trt.reference.paged import pack_mask_bits
 
 MODELS = {  # name: (query heads, KV heads, head_dim)
@@ -109,8 +110,7 @@ def paged_layer_read_bytes(layer: Any) -> int:
     sealed pages' codes, params and masks with their block-table entries, tail tokens, retained positions,
     valid retained entries, and the two lengths of each row."""
     g = layer.config.group_size
-    page = sum(t[0].numel() * t.element_size()
-               for t in (layer.k_codes, layer.k_params, layer.v_codes, layer.v_params, layer.dup_mask))
+    page = sum(t[0].numel() * t.element_size() for t in (getattr(layer, name) for name in PAGE_TENSOR_NAMES))
     rows, heads, slots = layer.retained_pos.shape
     d, e = layer.tail_k.shape[3], layer.tail_k.element_size()
     sealed = int(layer.num_sealed.long().sum())

@@ -40,9 +40,8 @@ class PagedCausalLM(nn.Module):
 
     def empty_cache(self, batch: int, max_tokens: int, device: torch.device | str = "cpu") -> list[LayerCache]:
         """A zeroed cache for `batch` sequences of up to max_tokens each, identity block tables."""
-        max_blocks = -(-max_tokens // self.config.group_size)
-        return [LayerCache.empty(self.config, batch, self.num_kv_heads, self.head_dim, max_blocks, device)
-                for _ in range(self.num_layers)]
+        return LayerCache.empty_layers(self.config, self.num_layers, batch, self.num_kv_heads, self.head_dim,
+                                       max_tokens, device)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, context_lengths: torch.Tensor,
                 *cache: torch.Tensor) -> tuple[torch.Tensor, ...]:

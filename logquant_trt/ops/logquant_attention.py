@@ -112,6 +112,13 @@ class LayerCache:
             tensors[i] = tensors[i].view(torch.int8)
         return cls(tuple(tensors))
 
+    @classmethod
+    def empty_layers(cls, config: LogQuantConfig, num_layers: int, batch: int, heads: int, head_dim: int,
+                     max_tokens: int, device: torch.device | str = "cpu") -> list["LayerCache"]:
+        """Every layer's zeroed cache for `batch` sequences of up to max_tokens each, identity block tables."""
+        max_blocks = -(-max_tokens // config.group_size)
+        return [cls.empty(config, batch, heads, head_dim, max_blocks, device) for _ in range(num_layers)]
+
     def updated(self, outputs: tuple[torch.Tensor, ...]) -> "LayerCache":
         """The cache after a call, from the op's outputs 1.. (block_table carried over)."""
         by_name = dict(zip(CACHE_OUTPUTS, outputs))

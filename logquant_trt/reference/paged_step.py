@@ -24,7 +24,6 @@ from logquant_trt.reference.paged import PagedLayer, paged_attention, tail_slots
 from logquant_trt.reference.retention import LayerRetention
 
 
-
 def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, paged: PagedLayer,
                    context_lengths: torch.Tensor, layer_idx: int) -> tuple[torch.Tensor, PagedLayer]:
     """The plugin's outputs for q [B, Hq, n, D] and k/v [B, H, n, D] (post-RoPE).

@@ -47,8 +47,7 @@ class SlotCache:
     def empty(cls, config: LogQuantConfig, *, slots: int, layers: int, kv_heads: int, head_dim: int,
               max_seq_len: int, device: torch.device | str) -> "SlotCache":
         """A zeroed cache of `slots` slots of max_seq_len tokens each (PagedCausalLM.empty_cache's layout)."""
-        blocks = -(-max_seq_len // config.group_size)
-        return cls([LayerCache.empty(config, slots, kv_heads, head_dim, blocks, device) for _ in range(layers)])
+        return cls(LayerCache.empty_layers(config, layers, slots, kv_heads, head_dim, max_seq_len, device))
 
     def views(self, start: int, stop: int) -> list[torch.Tensor]:
         """The step's cache argument for slots [start, stop): pages whole, per-sequence tensors sliced."""
