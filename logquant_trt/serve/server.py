@@ -32,6 +32,7 @@ from logquant_trt.serve.protocol import INPUTS, MODEL_NAME, OUTPUTS, STREAM_MODE
 logger = logging.getLogger(__name__)
 
 _STUB_EXIT_GRACE_S = 3.0  # after tritonserver exits, how long its backend stubs get to exit before SIGKILL
+_START_ATTEMPTS = 3  # tries at loading the models, for PyTriton's instance handshake race (_lost_handshake_race)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,32 +103,18 @@ class GenerationServer:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> "GenerationServer":
-        from pytriton.triton import Triton, TritonConfig
-
         if self._triton is not None:
             raise RuntimeError("the server is already started")
         began = time.perf_counter()
-        processes.prepare_library_path()
-        self.ports = processes.resolve_ports({"http_port": self.config.http_port,
-                                              "grpc_port": self.config.grpc_port,
-                                              "metrics_port": self.config.metrics_port})
-        triton_config = TritonConfig(http_address=processes.HOST, grpc_address=processes.HOST,
-                                     metrics_address=processes.HOST, **self.ports,
-                                     exit_timeout_secs=self.config.exit_timeout_s,
-                                     log_verbose=self.config.log_verbose, log_file=self.config.log_file)
-        self.engine.start()
-        self._service = GenerationService(self.engine)
-        try:
-            self._triton = Triton(config=triton_config)
-            self._bind(self._service)
-            self._triton.run()
-            pid = self._tritonserver_pid()
-            if pid is None:
-                raise RuntimeError("cannot find the tritonserver process of this PyTriton version")
-            self._tree = processes.process_tree(pid)
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_once()
+                break
+            except Exception as error:  # _start_once has stopped what it started
+                if attempt == _START_ATTEMPTS or not _lost_handshake_race(error):
+                    raise
+                logger.warning("Triton could not load %s: an instance lost PyTriton's handshake race (attempt %d "
+                               "of %d); starting again", MODEL_NAME, attempt, _START_ATTEMPTS)
         self.start_seconds = time.perf_counter() - began
         logger.info("Triton serving %s and %s on http://%s, grpc %s (%.1f s to start)",
                     MODEL_NAME, STREAM_MODEL_NAME, self.http_url, self.grpc_url, self.start_seconds)
@@ -153,6 +140,7 @@ class GenerationServer:
                     killed = processes.kill_leftovers(self._tree)
                     logger.warning("killed leftover Triton processes (PIDs %s)", killed)
             self._triton = None
+            self._tree = []
 
     def serve_forever(self, poll_s: float = 1.0) -> None:
         """Block until SIGINT/SIGTERM (or Triton dies), then stop()."""
@@ -175,6 +163,31 @@ class GenerationServer:
         self.stop()
 
     # -- internals -----------------------------------------------------------------------------------------
+
+    def _start_once(self) -> None:
+        from pytriton.triton import Triton, TritonConfig
+
+        processes.prepare_library_path()
+        self.ports = processes.resolve_ports({"http_port": self.config.http_port,
+                                              "grpc_port": self.config.grpc_port,
+                                              "metrics_port": self.config.metrics_port})
+        triton_config = TritonConfig(http_address=processes.HOST, grpc_address=processes.HOST,
+                                     metrics_address=processes.HOST, **self.ports,
+                                     exit_timeout_secs=self.config.exit_timeout_s,
+                                     log_verbose=self.config.log_verbose, log_file=self.config.log_file)
+        self.engine.start()
+        self._service = GenerationService(self.engine)
+        try:
+            self._triton = Triton(config=triton_config)
+            self._bind(self._service)
+            self._triton.run()
+            pid = self._tritonserver_pid()
+            if pid is None:
+                raise RuntimeError("cannot find the tritonserver process of this PyTriton version")
+            self._tree = processes.process_tree(pid)
+        except BaseException:
+            self.stop()
+            raise
 
     def _bind(self, service: GenerationService) -> None:
         from pytriton.model_config import ModelConfig
@@ -209,3 +222,13 @@ def _tensors(specs: tuple[TensorSpec, ...]) -> list[Any]:
     from pytriton.model_config import Tensor
 
     return [Tensor(name=s.name, dtype=s.numpy_dtype, shape=s.shape, optional=s.optional) for s in specs]
+
+
+def _lost_handshake_race(error: Exception) -> bool:
+    """Whether loading failed because an instance of a multi-instance model lost PyTriton's (0.7.0) handshake race.
+
+    Instances after the first read their config from a Unix socket that the first instance serves, and Triton
+    initializes instances in parallel: a late socket, or one bound but not yet listening, fails the load with
+    ConnectionRefusedError or a timeout inside get_config_from_handshake_server (seen on a loaded 2-core machine).
+    """
+    return "get_config_from_handshake_server" in str(error)

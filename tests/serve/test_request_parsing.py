@@ -2,7 +2,7 @@
 """Request inputs -> prompt ids and SamplingParams (request_parsing.py), refusals on the request path
 (GenerationService.submit) and the cleanup of a refused call, the streaming detokenizer, ports, and the client's
 request arrays: the server's pure-Python parts, without a server. The engine is the real GenerationEngine over an
-executor that is never stepped: submit() only checks and queues."""
+executor that is never stepped (conftest.py): submit() only checks and queues."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from transformers import AutoTokenizer
 
-from logquant_trt.models.embedded import ensure_embedded_model
 from logquant_trt.runtime import EngineError, GenerationEngine
-from logquant_trt.runtime.executor import Executor
 from logquant_trt.runtime.requests import SamplingParams
 from logquant_trt.serve.client import Request
 from logquant_trt.serve.detokenize import IncrementalDetokenizer, decode
@@ -27,32 +23,9 @@ from logquant_trt.serve.protocol import INPUTS, output_arrays
 from logquant_trt.serve.request_parsing import parse_request
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    return AutoTokenizer.from_pretrained(ensure_embedded_model())
-
-
-class NeverStepped(Executor):
-    """Enough of an Executor for GenerationEngine.submit; no test here steps the engine."""
-
-    max_batch, max_seq_len, device = 2, 64, torch.device("cpu")
-
-    def __init__(self, vocab_size: int) -> None:
-        self.vocab_size = vocab_size
-
-    def prefill(self, row: int, pages: list[int], prompt: tuple[int, ...]) -> torch.Tensor:
-        raise AssertionError("not stepped")
-
-    def decode(self, rows: list[int], tokens: list[int], positions: list[int]) -> torch.Tensor:
-        raise AssertionError("not stepped")
-
-    def release(self, row: int) -> None:
-        raise AssertionError("not stepped")
-
-
 @pytest.fixture
-def service(tokenizer: Any) -> Any:
-    service = GenerationService(GenerationEngine(NeverStepped(len(tokenizer)), tokenizer))
+def service(idle_engine: GenerationEngine) -> Any:
+    service = GenerationService(idle_engine)
     yield service
     service.close()
 
