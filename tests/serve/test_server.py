@@ -33,6 +33,7 @@ from logquant_trt.config import LogQuantConfig  # noqa: E402
 from logquant_trt.runtime import GenerationEngine  # noqa: E402
 from logquant_trt.serve.client import Completion, Request, completion, generate, infer_inputs, stream  # noqa: E402
 from logquant_trt.serve.errors import error_message  # noqa: E402
+from logquant_trt.serve.processes import is_alive  # noqa: E402
 from logquant_trt.serve.protocol import MODEL_NAME, STREAM_MODEL_NAME  # noqa: E402
 from logquant_trt.serve.server import GenerationServer, ServerConfig  # noqa: E402
 
@@ -241,19 +242,13 @@ def test_serves_after_bad_requests(server: Any, cases: list[Case], solo: dict[st
 def test_stop_leaves_no_process(server: Any) -> None:
     pids = server.tritonserver_pids
     assert len(pids) >= 2, f"expected tritonserver and its backend stubs, got {pids}"
-    names = {psutil.Process(pid).name() for pid in pids}
+    tree = [psutil.Process(pid) for pid in pids]
+    names = {p.name() for p in tree}
     assert "tritonserver" in names, names
     started = time.perf_counter()
     server.stop()
     elapsed = time.perf_counter() - started
-    alive = [pid for pid in pids if _running(pid)]
+    alive = [p.pid for p in tree if is_alive(p)]
     assert not alive, f"processes left after stop(): {alive}"
     assert elapsed < 30, f"stop() took {elapsed:.1f} s"
     server.stop()  # idempotent
-
-
-def _running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

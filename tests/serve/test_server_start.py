@@ -11,10 +11,12 @@ import pytest
 
 pytest.importorskip("pytriton", reason="nvidia-pytriton is not installed (pip install -e .[serve])")
 tritonclient_http = pytest.importorskip("tritonclient.http")
+psutil = pytest.importorskip("psutil")
 
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from logquant_trt.serve import server as server_module  # noqa: E402
+from logquant_trt.serve.processes import is_alive  # noqa: E402
 from logquant_trt.serve.protocol import MODEL_NAME, STREAM_MODEL_NAME  # noqa: E402
 from logquant_trt.serve.server import GenerationServer, ServerConfig  # noqa: E402
 
@@ -56,9 +58,11 @@ def test_a_lost_race_is_started_again(idle_engine: Any, tmp_path: Any) -> None:
         with tritonclient_http.InferenceServerClient(server.http_url) as client:
             assert client.is_model_ready(MODEL_NAME) and client.is_model_ready(STREAM_MODEL_NAME)
         assert server.service is not None and server.engine.has_work is False
+        tree = [psutil.Process(pid) for pid in server.tritonserver_pids]
+        assert any(p.name() == "tritonserver" for p in tree), tree
     finally:
         server.stop()
-    assert server.tritonserver_pids == []
+    assert not [p.pid for p in tree if is_alive(p)], "processes left after stop()"
 
 
 def test_other_failures_are_not_retried(idle_engine: Any) -> None:
