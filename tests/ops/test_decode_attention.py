@@ -152,7 +152,8 @@ def test_long_sequences_match_reference(batch: int, length: int) -> None:
 @pytest.mark.parametrize("policy,head_dim", [("kivi", 128), ("logquant_ott", 64)])
 def test_more_slots_than_one_wave_match_reference(policy: str, head_dim: int) -> None:
     """More (b, h) slots than one wave of three CTAs per SM holds: one split each, run with the shallow CTA shape
-    (four CTAs per SM, two stages; cpp/include/logquant/attention/decodeKernelParams.cuh)."""
+    (four CTAs per SM, two stages; cpp/include/logquant/attention/decodeKernelParams.cuh), which the planner picks
+    itself there."""
     from logquant_trt.bench.kernels import policy_config, synthesize
     from logquant_trt.ops.decode_attention import decode_attention
 
@@ -165,6 +166,42 @@ def test_more_slots_than_one_wave_match_reference(policy: str, head_dim: int) ->
     out = decode_attention(q, cache)
     assert_matches(out, ref, Params(policy, head_dim, 4, cache.config.group_size, "channel", "float16",
                                     (1500,) * batch))
+
+
+# Split grids of several units a warp, lengths that leave the warps of a split with unequal unit counts (the wide
+# shape's barriers stop at the common count), two blocks a unit (G = 32), and one CTA per slot.
+SHAPE_CASES = [
+    Params("logquant_ott", 128, 4, 64, "channel", "float16", (3001, 64, 1999, 4096), heads=4),
+    Params("kivi", 64, 3, 128, "token", "bfloat16", (2900, 1300, 7)),
+    Params("ott", 128, 4, 32, "channel", "float16", (2400, 517)),
+    Params("logquant", 64, 8, 64, "channel", "bfloat16", (1500,) * 20, heads=8),
+]
+
+
+@pytest.mark.parametrize("shape", ["deep", "shallow", "wide"])
+@pytest.mark.parametrize("params", SHAPE_CASES, ids=lambda p: p.tag)
+def test_every_cta_shape_matches_reference(shape: str, params: Params, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each CTA shape (cpp/include/logquant/attention/decodeKernelParams.cuh) forced on the same inputs; the shallow
+    shape is not built for G = 32 and says so."""
+    from logquant_trt.ops.decode_attention import decode_attention
+
+    monkeypatch.setenv("LOGQUANT_DECODE_CTA_SHAPE", shape)
+    paged, q = make_inputs(params)
+    device_paged = to_device(paged, torch.device("cuda"))
+    if shape == "shallow" and params.group_size == 32:
+        with pytest.raises(RuntimeError, match="LOGQUANT_DECODE_CTA_SHAPE=shallow.*not built"):
+            decode_attention(q.cuda(), device_paged)
+        return
+    assert_matches(decode_attention(q.cuda(), device_paged), paged_attention(q.float(), paged), params)
+
+
+def test_unknown_cta_shape_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from logquant_trt.ops.decode_attention import decode_attention
+
+    monkeypatch.setenv("LOGQUANT_DECODE_CTA_SHAPE", "huge")
+    paged, q = make_inputs(CASES[-1])
+    with pytest.raises(RuntimeError, match="LOGQUANT_DECODE_CTA_SHAPE must be deep, shallow or wide, got 'huge'"):
+        decode_attention(q.cuda(), to_device(paged, torch.device("cuda")))
 
 
 def test_shadowed_slots_and_arbitrary_masks_follow_the_layout() -> None:

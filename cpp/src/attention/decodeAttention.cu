@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
+#include <string_view>
 
 namespace logquant::kernel
 {
@@ -16,11 +19,14 @@ namespace
 
 using attention::kMAX_SPLITS;
 using attention::kQUERY_TILE;
-using attention::kWARPS;
+using attention::CtaShape;
 
 //! A sealed-block slice shorter than this many pipeline units per warp spends more on its prologue and merge than
 //! it gains in parallelism.
 constexpr int32_t kMIN_UNITS_PER_WARP = 2;
+//! The wide CTA shape is taken while its grid fills at least this fraction of what the deep grid fills: its
+//! levelled warps make up for a few idle SMs (decodeKernelParams.cuh).
+constexpr double kWIDE_MIN_RELATIVE_FILL = 0.9;
 constexpr size_t kALIGN = 256;
 
 size_t alignUp(size_t bytes)
@@ -28,12 +34,34 @@ size_t alignUp(size_t bytes)
     return (bytes + kALIGN - 1) / kALIGN * kALIGN;
 }
 
+//! LOGQUANT_DECODE_CTA_SHAPE=deep|shallow|wide forces a CTA shape (tests, benchmarks); unset or empty, the planner
+//! picks one. Read on every plan, so that a process can switch.
+std::optional<CtaShape> forcedCtaShape()
+{
+    char const* value = std::getenv("LOGQUANT_DECODE_CTA_SHAPE");
+    if (value == nullptr || *value == '\0')
+    {
+        return std::nullopt;
+    }
+    std::string_view const name(value);
+    if (name == "deep")
+    {
+        return CtaShape::kDEEP;
+    }
+    if (name == "shallow")
+    {
+        return CtaShape::kSHALLOW;
+    }
+    LOGQUANT_CHECK(name == "wide", "LOGQUANT_DECODE_CTA_SHAPE must be deep, shallow or wide, got '", name, "'");
+    return CtaShape::kWIDE;
+}
+
 //! How one launch is cut into CTAs, and the workspace that needs.
 struct DecodePlan
 {
     int32_t groupRatio{1};
     int32_t queryTiles{1};
-    int32_t ctasPerSmShape{attention::kDEEP_CTAS_PER_SM};
+    CtaShape shape{CtaShape::kDEEP};
     int32_t numSplits{1};
     int32_t unitsPerSplit{1};
     size_t countersBytes{0};
@@ -97,10 +125,12 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, device));
     int32_t deepCtas = 0;
     int32_t shallowCtas = 0;
+    int32_t wideCtas = 0;
     int32_t blocksPerUnit = 1;
     dispatchInstantiation(g, [&](auto launcher) {
-        deepCtas = launcher.ctasPerSm(attention::kDEEP_CTAS_PER_SM);
-        shallowCtas = launcher.ctasPerSm(attention::kSHALLOW_CTAS_PER_SM);
+        deepCtas = launcher.ctasPerSm(CtaShape::kDEEP);
+        shallowCtas = launcher.ctasPerSm(CtaShape::kSHALLOW);
+        wideCtas = launcher.ctasPerSm(CtaShape::kWIDE);
         blocksPerUnit = launcher.blocksPerUnit();
     });
 
@@ -109,16 +139,47 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     plan.queryTiles = (plan.groupRatio * numQueries + kQUERY_TILE - 1) / kQUERY_TILE;
     int64_t const slots = static_cast<int64_t>(g.batch) * g.numKvHeads * plan.queryTiles;
     int32_t const units = (g.maxBlocksPerSeq + blocksPerUnit - 1) / blocksPerUnit;
-    // More (b, h, qt) than one wave of deep CTAs: every CTA is a whole slot, and the shallow shape runs more of
-    // them at once (decodeKernelParams.cuh).
-    bool const shallow = slots > static_cast<int64_t>(smCount) * deepCtas && shallowCtas > deepCtas;
-    plan.ctasPerSmShape = shallow ? attention::kSHALLOW_CTAS_PER_SM : attention::kDEEP_CTAS_PER_SM;
-    int32_t const ctasPerSm = shallow ? shallowCtas : deepCtas;
     // One wave: as many splits per (b, h, qt) as there are free CTA slots, but never so many that a warp gets
     // fewer than kMIN_UNITS_PER_WARP units of the longest possible sequence.
-    int64_t splits = std::max<int64_t>(1, static_cast<int64_t>(smCount) * ctasPerSm / slots);
-    splits = std::min<int64_t>(splits, std::max(1, units / (kWARPS * kMIN_UNITS_PER_WARP)));
-    splits = std::min<int64_t>(splits, kMAX_SPLITS);
+    auto splitsFor = [&](int32_t ctasPerSm, CtaShape shape) {
+        int64_t splits = std::max<int64_t>(1, static_cast<int64_t>(smCount) * ctasPerSm / slots);
+        splits = std::min<int64_t>(splits, std::max(1, units / (attention::warpsOf(shape) * kMIN_UNITS_PER_WARP)));
+        return std::min<int64_t>(splits, kMAX_SPLITS);
+    };
+    auto waveFill = [&](int64_t splits, int32_t ctasPerSm) {
+        return static_cast<double>(slots * splits) / (static_cast<double>(smCount) * ctasPerSm);
+    };
+    int64_t splits = 1;
+    if (std::optional<CtaShape> const forced = forcedCtaShape())
+    {
+        int32_t const ctas = *forced == CtaShape::kWIDE ? wideCtas
+            : *forced == CtaShape::kSHALLOW             ? shallowCtas
+                                                        : deepCtas;
+        LOGQUANT_CHECK(ctas > 0, "LOGQUANT_DECODE_CTA_SHAPE=", std::getenv("LOGQUANT_DECODE_CTA_SHAPE"),
+            ": that CTA shape is not built for this cache (dtype, head dim, group size, key axis) or does not fit on "
+            "this device");
+        plan.shape = *forced;
+        splits = splitsFor(ctas, *forced);
+    }
+    else if (slots > static_cast<int64_t>(smCount) * deepCtas && shallowCtas > deepCtas)
+    {
+        // More (b, h, qt) than one wave of deep CTAs: every CTA is a whole slot, and the shallow shape runs more of
+        // them at once (decodeKernelParams.cuh).
+        plan.shape = CtaShape::kSHALLOW;
+    }
+    else
+    {
+        splits = splitsFor(deepCtas, CtaShape::kDEEP);
+        if (wideCtas > 0 && slots <= static_cast<int64_t>(smCount) * wideCtas)
+        {
+            int64_t const wideSplits = splitsFor(wideCtas, CtaShape::kWIDE);
+            if (waveFill(wideSplits, wideCtas) >= kWIDE_MIN_RELATIVE_FILL * std::min(1.0, waveFill(splits, deepCtas)))
+            {
+                plan.shape = CtaShape::kWIDE;
+                splits = wideSplits;
+            }
+        }
+    }
     plan.unitsPerSplit = std::max<int32_t>(1, (units + static_cast<int32_t>(splits) - 1) / static_cast<int32_t>(splits));
     plan.numSplits = units > 0 ? (units + plan.unitsPerSplit - 1) / plan.unitsPerSplit : 1;
     plan.countersBytes = alignUp(static_cast<size_t>(slots) * sizeof(int32_t));
@@ -209,7 +270,7 @@ void launchDecodeAttention(DecodeAttentionParams const& params, cudaStream_t str
         kp.partialO = reinterpret_cast<float*>(ws + plan.countersBytes + plan.mlBytes);
     }
     dim3 const grid(plan.numSplits, g.numKvHeads * plan.queryTiles, g.batch);
-    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, plan.ctasPerSmShape, grid, stream); });
+    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, plan.shape, grid, stream); });
 }
 
 } // namespace logquant::kernel

@@ -3,7 +3,7 @@
 // side is cpp/src/attention/decodeAttention.cu.
 //
 // Design (NOTE(k1)):
-// - Work: one CTA of 4 warps per (sequence b, KV head h, query tile qt, split). A query tile is up to 8 query rows
+// - Work: one CTA of 4 or 12 warps per (sequence b, KV head h, query tile qt, split). A query tile is up to 8 query rows
 //   (row = token * r + head-in-group), so one read of a KV head serves all r query heads of its group: the rows
 //   are the N = 8 columns of every mma. Each warp owns a slice of the split's sealed blocks and, interleaved over
 //   all warps of (b, h, qt), a few 16-token tiles of the full-precision segments (retained buffer, tail ring). The
@@ -17,21 +17,23 @@
 //   fragment per channel group) and sum_t p_t * min_t accumulated in fp32. movmatrix turns the score accumulator
 //   into the B operand of the value product without shared memory. codeFragments.cuh turns codes into operands.
 // - The full-precision segments use the same online softmax; their operands are plain ldmatrix of the tiles.
-// - Merge: the 8 partial results of a CTA (2 per warp) are merged in shared memory; with several splits, each CTA
+// - Merge: the partial results of a CTA (2 per warp) are merged in shared memory; with several splits, each CTA
 //   writes (O, max, sum) to the workspace and the last CTA of (b, h, qt) (atomic counter, which it resets) merges
 //   them into the output (mergeSplits: one round trip to L2 for up to 8 splits). One launch, no host sync: lengths
 //   are read on the device.
-// - CTA shape: three CTAs per SM with three stages, or four with two stages when one split per (b, h, qt) already
-//   takes more than one wave (decodeKernelParams.cuh).
+// - CTA shape (decodeKernelParams.cuh): one CTA of 12 warps per SM when the split grid fills the SMs, its warps kept
+//   level by a named barrier every few units; else three CTAs of 4 warps per SM with three stages, or four with two
+//   stages when one split per (b, h, qt) already takes more than one wave.
 //
 // Token order inside a 64-token tile (fixed by the code packing): lane (g, i) owns tokens 8g .. 8g+7; row g of
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 77 us = 4.6x torch SDPA
-// (354 us), 73% of copy on the bytes read; B=8 L=128k 257 us = 5.4x, 87%; B=64 L=16k 260 us = 5.4x, 88%.
-// Where B=8 L=32k spends its time (NOTE(k1): variants of this kernel timed the same way, per-CTA %globaltimer
-// stamps, ncu):
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 73 us = 4.8x torch SDPA
+// (355 us), 76% of copy on the bytes read; B=8 L=128k 247 us = 5.6x, 90%; B=64 L=16k 263 us = 5.3x, 86%. Between
+// B=8 L=32k and L=128k the time grows at 97% of copy: what is left at 32k is ~15 us a call of start-up and drain.
+// Where B=8 L=32k spent its time with three CTAs of 4 warps per SM, before the wide shape (NOTE(k1): variants of
+// this kernel timed the same way, per-CTA %globaltimer stamps, ncu):
 // - It is bound by compute coupled to the stream, not by bandwidth. Copies removed (compute on stale stages):
 //   58 us. Compute removed: 68 us. Both: 77 us. Computing only 3 of 4 (1 of 2) units: 74.5 (71.5) us, so every
 //   quarter of the sealed-block compute adds ~3 us; the tail after the sealed blocks (full-precision tiles 0.8 us,
@@ -43,8 +45,9 @@
 //   (86% of copy), torch.sum over them 63 us (89%), a copy moving them 58 us. Pipeline depth (2 or 3 stages),
 //   page order (random or sequential), CTA-to-head mapping and TMA bulk copies all measured within 1 us of that;
 //   a dependent page-id load per unit costs 9 us (hence the page windows), grid-wide unit claiming 3-4 us.
-// - With ~15 MB in flight the memory latency under load is ~6 us; static slices finish up to ~30 us apart (older
-//   CTAs on an SM go first), which costs nothing while the others keep the stream full. A split-K merge through
+// - With ~15 MB in flight the memory latency under load is ~6 us; static slices finished up to ~30 us apart (older
+//   CTAs on an SM go first), and the SMs drained as their CTAs finished: the wide shape's one CTA of 12 warps in
+//   lockstep took 4 us off (decodeKernelParams.cuh). A split-K merge through
 //   thread-block clusters cannot run here (64 clusters of 6 CTAs do not fit: cudaOccupancyMaxActiveClusters = 62).
 #pragma once
 
@@ -65,10 +68,13 @@ namespace logquant::kernel::attention
 
 constexpr float kNEG_INF = -__builtin_huge_valf();
 
-//! Shared-memory layout and shapes of one instantiation; kCTAS_PER_SM is the CTA shape (decodeKernelParams.cuh).
-template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, int32_t kCTAS_PER_SM>
+//! Shared-memory layout and shapes of one instantiation; kSHAPE is the CTA shape (decodeKernelParams.cuh).
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, CtaShape kSHAPE>
 struct DecodeTraits
 {
+    static constexpr int32_t kWARPS = CtaShapeTraits<kSHAPE>::kWARPS;
+    static constexpr int32_t kTHREADS = kWARPS * 32;
+    static constexpr int32_t kLOCKSTEP = CtaShapeTraits<kSHAPE>::kLOCKSTEP;
     static constexpr bool kCHANNEL_KEYS = kAXIS == KeyAxis::kCHANNEL;
     static constexpr int32_t kBLOCKS_PER_UNIT = kG == 32 ? 2 : 1; //!< a pipeline unit covers >= 64 tokens
     static constexpr int32_t kUNIT_TOKENS = kG * kBLOCKS_PER_UNIT;
@@ -88,7 +94,7 @@ struct DecodeTraits
     static constexpr int32_t kV_PARAMS = kK_PARAMS + kKPARAM_BYTES;
     static constexpr int32_t kMASK = kV_PARAMS + kVPARAM_BYTES;
     static constexpr int32_t kSTAGE_BYTES = kMASK + 16;
-    static constexpr int32_t kSTAGES = (kCTAS_PER_SM == kSHALLOW_CTAS_PER_SM || kG == 128) ? 2 : 3;
+    static constexpr int32_t kSTAGES = (kSHAPE == CtaShape::kSHALLOW || kG == 128) ? 2 : 3;
 
     static constexpr int32_t kFP_ROW_UNITS = kD / 8; //!< 16-byte units of a full-precision row
     static constexpr int32_t kFP_TILE_BYTES = kFP_TILE_TOKENS * kD * 2; //!< one of K, V
@@ -104,8 +110,8 @@ struct DecodeTraits
     static constexpr int32_t kWARP_BYTES
         = (maxOf(kSTAGES * kSTAGE_BYTES, kPIECE_BYTES + 2 * kFP_TILE_BYTES) + 127) / 128 * 128;
     static constexpr int32_t kSMEM_BYTES = kWARPS * kWARP_BYTES;
-    //! The register cap follows: 168 at three CTAs (12 warps) per SM, 128 at four.
-    static constexpr int32_t kMIN_CTAS = kCTAS_PER_SM;
+    //! The register cap follows: 168 at 12 warps per SM, 128 at 16.
+    static constexpr int32_t kMIN_CTAS = CtaShapeTraits<kSHAPE>::kCTAS_PER_SM;
 
     static_assert(kSTAGE_BYTES % 16 == 0 && kPIECE_BYTES % 16 == 0, "16-byte aligned regions");
 };
@@ -222,11 +228,12 @@ struct PieceState
     }
 };
 
-template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, int32_t kCTAS_PER_SM>
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, CtaShape kSHAPE>
 class DecodeWarp
 {
 public:
-    using Traits = DecodeTraits<T, kD, kG, kAXIS, kCTAS_PER_SM>;
+    using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
+    static constexpr int32_t kWARPS = Traits::kWARPS;
     static constexpr int32_t kCHUNKS = Traits::kCHUNKS;
     static constexpr int32_t kGROUPS = Traits::kGROUPS;
     static constexpr int32_t kKSTEPS = Traits::kKSTEPS;
@@ -478,8 +485,17 @@ private:
             }
             cpAsyncCommit();
         }
+        // Every warp of the split has at least this many units; up to there the wide shape keeps them level.
+        int32_t const levelled = max(end - mSplit * mP.unitsPerSplit, 0) / kWARPS;
         for (int32_t k = 0; k < count; ++k)
         {
+            if constexpr (Traits::kLOCKSTEP > 0)
+            {
+                if (k < levelled && k % Traits::kLOCKSTEP == 0)
+                {
+                    namedBarrierSync<1, Traits::kTHREADS>();
+                }
+            }
             int32_t const ahead = k + kSTAGES - 1;
             if (ahead < count)
             {
@@ -984,8 +1000,8 @@ private:
     float mBias[kBPU][2];
 };
 
-//! Merges this CTA's 8 pieces (2 per warp); returns (via out) the merged unnormalized O and (max, sum) per row.
-template <int32_t kD, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
+//! Merges this CTA's pieces (2 per warp); returns (via out) the merged unnormalized O and (max, sum) per row.
+template <int32_t kD, int32_t kWARPS, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
 __device__ __forceinline__ void mergePieces(uint8_t const* smem, int32_t row, int32_t d, float& o, float& mOut,
     float& lOut)
 {
@@ -1046,13 +1062,13 @@ template <typename T, int32_t kD>
 __device__ __forceinline__ void mergeSplits(
     DecodeKernelParams const& p, int64_t slot, int32_t batch, int32_t head, int32_t queryTile, int32_t rowsValid)
 {
-    constexpr int32_t kLANES_PER_ROW = kTHREADS / kQUERY_TILE;    // 16
+    constexpr int32_t kLANES_PER_ROW = kMERGE_THREADS / kQUERY_TILE; // 16
     constexpr int32_t kCHUNKS = kD / (4 * kLANES_PER_ROW);        // float4 chunks per thread: 2 (D = 128) or 1
     constexpr int32_t kMERGE_SPLITS = 8;
     int32_t const tid = static_cast<int32_t>(threadIdx.x);
     int32_t const row = tid / kLANES_PER_ROW;
     int32_t const lane = tid % kLANES_PER_ROW;
-    if (row >= rowsValid)
+    if (tid >= kMERGE_THREADS || row >= rowsValid)
     {
         return;
     }
@@ -1129,15 +1145,17 @@ __device__ __forceinline__ void mergeSplits(
     }
 }
 
-template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, int32_t kCTAS_PER_SM>
-__global__ void __launch_bounds__(kTHREADS, kCTAS_PER_SM) decodeAttentionKernel(DecodeKernelParams const p)
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, CtaShape kSHAPE>
+__global__ void __launch_bounds__(CtaShapeTraits<kSHAPE>::kWARPS * 32, CtaShapeTraits<kSHAPE>::kCTAS_PER_SM)
+    decodeAttentionKernel(DecodeKernelParams const p)
 {
-    using Traits = DecodeTraits<T, kD, kG, kAXIS, kCTAS_PER_SM>;
+    using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
+    constexpr int32_t kTHREADS = Traits::kTHREADS;
     extern __shared__ __align__(128) uint8_t smem[];
     int32_t const warp = static_cast<int32_t>(threadIdx.x) >> 5;
     int32_t rowsValid = 0;
     {
-        DecodeWarp<T, kD, kG, kAXIS, kCTAS_PER_SM> worker(p, smem + warp * Traits::kWARP_BYTES);
+        DecodeWarp<T, kD, kG, kAXIS, kSHAPE> worker(p, smem + warp * Traits::kWARP_BYTES);
         worker.run();
         rowsValid = worker.rowsValid();
     }
@@ -1157,7 +1175,7 @@ __global__ void __launch_bounds__(kTHREADS, kCTAS_PER_SM) decodeAttentionKernel(
             float o;
             float m;
             float l;
-            mergePieces<kD, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
+            mergePieces<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
             storeOutput<T>(p, batch, head, queryTile, e / kD, e % kD, l > 0.0F ? o / l : 0.0F, kD);
         }
         return;
@@ -1169,7 +1187,7 @@ __global__ void __launch_bounds__(kTHREADS, kCTAS_PER_SM) decodeAttentionKernel(
         float o;
         float m;
         float l;
-        mergePieces<kD, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
+        mergePieces<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
         p.partialO[(partial + e / kD) * kD + e % kD] = o;
         if (e % kD == 0)
         {

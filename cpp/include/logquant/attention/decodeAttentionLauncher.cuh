@@ -8,6 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <atomic>
 
 namespace logquant::kernel::attention
@@ -24,86 +25,102 @@ constexpr int32_t kSMEM_PER_SM = 228 * 1024;
 //! for G = 32, whose two-block units spill ~120 B per thread under the 128-register cap.
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 constexpr bool kHAS_SHALLOW = kG >= 64
-    && kSHALLOW_CTAS_PER_SM * (DecodeTraits<T, kD, kG, kAXIS, kSHALLOW_CTAS_PER_SM>::kSMEM_BYTES + 1024) <= kSMEM_PER_SM;
+    && CtaShapeTraits<CtaShape::kSHALLOW>::kCTAS_PER_SM
+            * (DecodeTraits<T, kD, kG, kAXIS, CtaShape::kSHALLOW>::kSMEM_BYTES + 1024)
+        <= kSMEM_PER_SM;
 
-//! Calls fn(std::integral_constant<int32_t, shape>) for a run-time shape that is built.
+//! Whether the wide shape is built: only if its one CTA fits in shared memory (not D = 128 with G = 128).
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+constexpr bool kHAS_WIDE = DecodeTraits<T, kD, kG, kAXIS, CtaShape::kWIDE>::kSMEM_BYTES + 1024 <= kSMEM_PER_SM;
+
+//! Calls fn(std::integral_constant<CtaShape, shape>) for a run-time shape; returns false if it is not built.
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, typename Fn>
-void withShape(int32_t ctasPerSmShape, Fn&& fn)
+bool withShape(CtaShape shape, Fn&& fn)
 {
-    if (ctasPerSmShape == kSHALLOW_CTAS_PER_SM)
+    switch (shape)
     {
+    case CtaShape::kDEEP: fn(std::integral_constant<CtaShape, CtaShape::kDEEP>{}); return true;
+    case CtaShape::kSHALLOW:
         if constexpr (kHAS_SHALLOW<T, kD, kG, kAXIS>)
         {
-            fn(std::integral_constant<int32_t, kSHALLOW_CTAS_PER_SM>{});
-            return;
+            fn(std::integral_constant<CtaShape, CtaShape::kSHALLOW>{});
+            return true;
         }
+        return false;
+    case CtaShape::kWIDE:
+        if constexpr (kHAS_WIDE<T, kD, kG, kAXIS>)
+        {
+            fn(std::integral_constant<CtaShape, CtaShape::kWIDE>{});
+            return true;
+        }
+        return false;
     }
-    else if (ctasPerSmShape == kDEEP_CTAS_PER_SM)
-    {
-        fn(std::integral_constant<int32_t, kDEEP_CTAS_PER_SM>{});
-        return;
-    }
-    LOGQUANT_CHECK(false, "decode attention: no CTA shape of ", ctasPerSmShape, " CTAs per SM for this instantiation");
+    return false;
 }
 
 } // namespace detail
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
-int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(int32_t ctasPerSmShape)
+int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(CtaShape shape)
 {
-    if (ctasPerSmShape == kSHALLOW_CTAS_PER_SM && !detail::kHAS_SHALLOW<T, kD, kG, kAXIS>)
-    {
-        return 0;
-    }
     // Per device and shape: the attribute call and the occupancy query cost microseconds of host time on every
-    // launch otherwise (TensorRT enqueue, decode loops). 0 = not yet configured on that device.
+    // launch otherwise (TensorRT enqueue, decode loops). 0 = not yet configured on that device, -1 = does not fit.
     constexpr int32_t kMAX_DEVICES = 64;
-    static std::atomic<int32_t> cached[kMAX_DEVICES][2]{};
+    constexpr int32_t kSHAPES = 3;
+    static std::atomic<int32_t> cached[kMAX_DEVICES][kSHAPES]{};
     int32_t device = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
     LOGQUANT_CHECK(device >= 0 && device < kMAX_DEVICES, "decode attention supports device ids below ", kMAX_DEVICES);
-    std::atomic<int32_t>& slot = cached[device][ctasPerSmShape == kSHALLOW_CTAS_PER_SM ? 1 : 0];
+    std::atomic<int32_t>& slot = cached[device][static_cast<int32_t>(shape)];
     int32_t ctas = slot.load(std::memory_order_relaxed);
-    if (ctas > 0)
+    if (ctas != 0)
     {
-        return ctas;
+        return std::max(ctas, 0);
     }
-    detail::withShape<T, kD, kG, kAXIS>(ctasPerSmShape, [&](auto shape) {
-        constexpr int32_t kSHAPE = decltype(shape)::value;
+    int32_t smemOptin = 0;
+    LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    bool const built = detail::withShape<T, kD, kG, kAXIS>(shape, [&](auto constant) {
+        constexpr CtaShape kSHAPE = decltype(constant)::value;
+        using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
         auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
-        int32_t const smem = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kSMEM_BYTES;
-        LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-        LOGQUANT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, kTHREADS, smem));
-        LOGQUANT_CHECK(ctas > 0, "decode attention kernel does not fit on this device (", smem,
-            " bytes of shared memory per CTA)");
+        if (Traits::kSMEM_BYTES > smemOptin)
+        {
+            return; // e.g. the wide shape on sm_80's 163 KB
+        }
+        LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSMEM_BYTES));
+        LOGQUANT_CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, Traits::kTHREADS, Traits::kSMEM_BYTES));
     });
-    slot.store(ctas, std::memory_order_relaxed);
-    return ctas;
+    LOGQUANT_CHECK(!built || shape != CtaShape::kDEEP || ctas > 0,
+        "decode attention kernel does not fit on this device (its default CTA shape)");
+    slot.store(ctas > 0 ? ctas : -1, std::memory_order_relaxed);
+    return std::max(ctas, 0);
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 int32_t DecodeLauncher<T, kD, kG, kAXIS>::blocksPerUnit()
 {
-    return DecodeTraits<T, kD, kG, kAXIS, kDEEP_CTAS_PER_SM>::kBLOCKS_PER_UNIT;
+    return DecodeTraits<T, kD, kG, kAXIS, CtaShape::kDEEP>::kBLOCKS_PER_UNIT;
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 void DecodeLauncher<T, kD, kG, kAXIS>::launch(
-    DecodeKernelParams const& params, int32_t ctasPerSmShape, dim3 grid, cudaStream_t stream)
+    DecodeKernelParams const& params, CtaShape shape, dim3 grid, cudaStream_t stream)
 {
-    ctasPerSm(ctasPerSmShape); // configures the kernel on this device once
-    detail::withShape<T, kD, kG, kAXIS>(ctasPerSmShape, [&](auto shape) {
-        constexpr int32_t kSHAPE = decltype(shape)::value;
+    LOGQUANT_CHECK(ctasPerSm(shape) > 0, "decode attention: CTA shape ", static_cast<int32_t>(shape),
+        " is not built or does not fit on this device"); // also configures the kernel on this device once
+    detail::withShape<T, kD, kG, kAXIS>(shape, [&](auto constant) {
+        constexpr CtaShape kSHAPE = decltype(constant)::value;
+        using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
         auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
-        int32_t const smem = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kSMEM_BYTES;
-        kernel<<<grid, kTHREADS, smem, stream>>>(params);
+        kernel<<<grid, Traits::kTHREADS, Traits::kSMEM_BYTES, stream>>>(params);
         cudaError_t const status = cudaGetLastError();
         if (status != cudaSuccess)
         {
             cudaFuncAttributes attributes{};
             cudaFuncGetAttributes(&attributes, kernel);
             LOGQUANT_CHECK(false, "decode attention launch failed: ", cudaGetErrorName(status), " (grid ", grid.x,
-                "x", grid.y, "x", grid.z, ", ", kTHREADS, " threads, ", smem,
+                "x", grid.y, "x", grid.z, ", ", Traits::kTHREADS, " threads, ", Traits::kSMEM_BYTES,
                 " B of dynamic shared memory; the kernel: ", attributes.numRegs, " registers, ",
                 attributes.maxThreadsPerBlock, " threads max, ", attributes.maxDynamicSharedSizeBytes,
                 " B of dynamic shared memory max, ", attributes.localSizeBytes, " B of local memory)");

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Thin wrappers over the warp-level PTX the decode-attention kernel is built from: cp.async, ldmatrix,
-// movmatrix and mma.sync m16n8k16. Fragment layouts are the PTX ISA's; in the comments, lane = 4 * g + i
+// Thin wrappers over the PTX the decode-attention kernel is built from: cp.async, ldmatrix, movmatrix,
+// mma.sync m16n8k16 and named barriers. Fragment layouts are the PTX ISA's; in the comments, lane = 4 * g + i
 // (g = lane / 4 "group", i = lane % 4), as in the ISA's "groupID" / "threadID_in_group".
 #pragma once
 
@@ -42,6 +42,14 @@ template <int32_t kPENDING>
 __device__ __forceinline__ void cpAsyncWait()
 {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPENDING));
+}
+
+//! Barrier kID (not 0, which __syncthreads uses) over kTHREADS threads of the CTA.
+template <int32_t kID, int32_t kTHREADS>
+__device__ __forceinline__ void namedBarrierSync()
+{
+    static_assert(kID > 0 && kID < 16 && kTHREADS % 32 == 0, "named barriers 1..15, whole warps");
+    asm volatile("bar.sync %0, %1;\n" ::"n"(kID), "n"(kTHREADS) : "memory");
 }
 
 __device__ __forceinline__ uint32_t smemAddress(void const* ptr)
