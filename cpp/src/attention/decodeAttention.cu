@@ -44,16 +44,15 @@ std::optional<CtaShape> forcedCtaShape()
         return std::nullopt;
     }
     std::string_view const name(value);
-    if (name == "deep")
+    for (CtaShape const shape : attention::kCTA_SHAPES)
     {
-        return CtaShape::kDEEP;
+        if (name == attention::nameOf(shape))
+        {
+            return shape;
+        }
     }
-    if (name == "shallow")
-    {
-        return CtaShape::kSHALLOW;
-    }
-    LOGQUANT_CHECK(name == "wide", "LOGQUANT_DECODE_CTA_SHAPE must be deep, shallow or wide, got '", name, "'");
-    return CtaShape::kWIDE;
+    LOGQUANT_CHECK(false, "LOGQUANT_DECODE_CTA_SHAPE must be deep, shallow or wide, got '", name, "'");
+    return std::nullopt;
 }
 
 //! How one launch is cut into CTAs, and the workspace that needs.
@@ -155,7 +154,7 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
         int32_t const ctas = *forced == CtaShape::kWIDE ? wideCtas
             : *forced == CtaShape::kSHALLOW             ? shallowCtas
                                                         : deepCtas;
-        LOGQUANT_CHECK(ctas > 0, "LOGQUANT_DECODE_CTA_SHAPE=", std::getenv("LOGQUANT_DECODE_CTA_SHAPE"),
+        LOGQUANT_CHECK(ctas > 0, "LOGQUANT_DECODE_CTA_SHAPE=", attention::nameOf(*forced),
             ": that CTA shape is not built for this cache (dtype, head dim, group size, key axis) or does not fit on "
             "this device");
         plan.shape = *forced;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <iterator>
 
 namespace logquant::kernel::attention
 {
@@ -17,8 +18,9 @@ namespace logquant::kernel::attention
 namespace detail
 {
 
-//! Shared memory per SM of sm_90, of which the runtime reserves 1 KB per CTA. It only decides which shallow shapes
-//! are compiled; whether one runs on a device is the occupancy query's answer (sm_80's 164 KB holds fewer CTAs).
+//! Shared memory per SM of sm_90, of which the runtime reserves 1 KB per CTA. It only decides which shallow and wide
+//! shapes are compiled; whether one runs on a device is the opt-in limit's and the occupancy query's answer (sm_80's
+//! 164 KB holds fewer CTAs, and no wide one).
 constexpr int32_t kSMEM_PER_SM = 228 * 1024;
 
 //! Whether the shallow shape is built for an instantiation: only if four of its CTAs fit in shared memory, and not
@@ -66,8 +68,7 @@ int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(CtaShape shape)
     // Per device and shape: the attribute call and the occupancy query cost microseconds of host time on every
     // launch otherwise (TensorRT enqueue, decode loops). 0 = not yet configured on that device, -1 = does not fit.
     constexpr int32_t kMAX_DEVICES = 64;
-    constexpr int32_t kSHAPES = 3;
-    static std::atomic<int32_t> cached[kMAX_DEVICES][kSHAPES]{};
+    static std::atomic<int32_t> cached[kMAX_DEVICES][std::size(kCTA_SHAPES)]{};
     int32_t device = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
     LOGQUANT_CHECK(device >= 0 && device < kMAX_DEVICES, "decode attention supports device ids below ", kMAX_DEVICES);
@@ -91,8 +92,8 @@ int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(CtaShape shape)
         LOGQUANT_CUDA_CHECK(
             cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, Traits::kTHREADS, Traits::kSMEM_BYTES));
     });
-    LOGQUANT_CHECK(!built || shape != CtaShape::kDEEP || ctas > 0,
-        "decode attention kernel does not fit on this device (its default CTA shape)");
+    LOGQUANT_CHECK(!built || shape != CtaShape::kDEEP || ctas > 0, "decode attention kernel does not fit on this device (",
+        DecodeTraits<T, kD, kG, kAXIS, CtaShape::kDEEP>::kSMEM_BYTES, " bytes of shared memory per CTA)");
     slot.store(ctas > 0 ? ctas : -1, std::memory_order_relaxed);
     return std::max(ctas, 0);
 }
@@ -107,8 +108,8 @@ template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 void DecodeLauncher<T, kD, kG, kAXIS>::launch(
     DecodeKernelParams const& params, CtaShape shape, dim3 grid, cudaStream_t stream)
 {
-    LOGQUANT_CHECK(ctasPerSm(shape) > 0, "decode attention: CTA shape ", static_cast<int32_t>(shape),
-        " is not built or does not fit on this device"); // also configures the kernel on this device once
+    LOGQUANT_CHECK(ctasPerSm(shape) > 0, "decode attention: the ", nameOf(shape),
+        " CTA shape is not built for this instantiation or does not fit on this device"); // configures it once
     detail::withShape<T, kD, kG, kAXIS>(shape, [&](auto constant) {
         constexpr CtaShape kSHAPE = decltype(constant)::value;
         using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;

@@ -67,6 +67,14 @@ struct CtaShapeTraits<CtaShape::kWIDE>
     static constexpr int32_t kLOCKSTEP = 3;
 };
 
+constexpr CtaShape kCTA_SHAPES[] = {CtaShape::kDEEP, CtaShape::kSHALLOW, CtaShape::kWIDE};
+
+//! The shape's name, as LOGQUANT_DECODE_CTA_SHAPE spells it.
+constexpr char const* nameOf(CtaShape shape)
+{
+    return shape == CtaShape::kDEEP ? "deep" : shape == CtaShape::kSHALLOW ? "shallow" : "wide";
+}
+
 //! Warps per CTA of a shape known only at run time.
 constexpr int32_t warpsOf(CtaShape shape)
 {
