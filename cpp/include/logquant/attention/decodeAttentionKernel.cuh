@@ -29,9 +29,9 @@
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 73 us = 4.8x torch SDPA
-// (355 us), 76% of copy on the bytes read; B=8 L=128k 247 us = 5.6x, 90%; B=64 L=16k 263 us = 5.3x, 86%. Between
-// B=8 L=32k and L=128k the time grows at 97% of copy: what is left at 32k is ~15 us a call of start-up and drain.
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 72.4 us = 4.9x torch SDPA
+// (355 us), 78% of copy on the bytes read; B=8 L=128k 243 us = 5.7x, 92%; B=64 L=16k 260 us = 5.3x, 87%. Between
+// B=8 L=32k and L=128k the time grows at 98% of copy: what is left at 32k is ~15 us a call of start-up and drain.
 // Where B=8 L=32k spent its time with three CTAs of 4 warps per SM, before the wide shape (NOTE(k1): variants of
 // this kernel timed the same way, per-CTA %globaltimer stamps, ncu):
 // - It is bound by compute coupled to the stream, not by bandwidth. Copies removed (compute on stale stages):
