@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <optional>
 #include <string_view>
 
@@ -122,16 +123,18 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     int32_t smCount = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
     LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smCount, cudaDevAttrMultiProcessorCount, device));
-    int32_t deepCtas = 0;
-    int32_t shallowCtas = 0;
-    int32_t wideCtas = 0;
+    int32_t ctasPerSm[std::size(attention::kCTA_SHAPES)]{}; // by shape; 0 where not built or not fitting
     int32_t blocksPerUnit = 1;
     dispatchInstantiation(g, [&](auto launcher) {
-        deepCtas = launcher.ctasPerSm(CtaShape::kDEEP);
-        shallowCtas = launcher.ctasPerSm(CtaShape::kSHALLOW);
-        wideCtas = launcher.ctasPerSm(CtaShape::kWIDE);
+        for (CtaShape const shape : attention::kCTA_SHAPES)
+        {
+            ctasPerSm[static_cast<int32_t>(shape)] = launcher.ctasPerSm(shape);
+        }
         blocksPerUnit = launcher.blocksPerUnit();
     });
+    int32_t const deepCtas = ctasPerSm[static_cast<int32_t>(CtaShape::kDEEP)];
+    int32_t const shallowCtas = ctasPerSm[static_cast<int32_t>(CtaShape::kSHALLOW)];
+    int32_t const wideCtas = ctasPerSm[static_cast<int32_t>(CtaShape::kWIDE)];
 
     DecodePlan plan;
     plan.groupRatio = numQueryHeads / g.numKvHeads;
@@ -140,20 +143,18 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     int32_t const units = (g.maxBlocksPerSeq + blocksPerUnit - 1) / blocksPerUnit;
     // One wave: as many splits per (b, h, qt) as there are free CTA slots, but never so many that a warp gets
     // fewer than kMIN_UNITS_PER_WARP units of the longest possible sequence.
-    auto splitsFor = [&](int32_t ctasPerSm, CtaShape shape) {
-        int64_t splits = std::max<int64_t>(1, static_cast<int64_t>(smCount) * ctasPerSm / slots);
+    auto splitsFor = [&](int32_t ctas, CtaShape shape) {
+        int64_t splits = std::max<int64_t>(1, static_cast<int64_t>(smCount) * ctas / slots);
         splits = std::min<int64_t>(splits, std::max(1, units / (attention::warpsOf(shape) * kMIN_UNITS_PER_WARP)));
         return std::min<int64_t>(splits, kMAX_SPLITS);
     };
-    auto waveFill = [&](int64_t splits, int32_t ctasPerSm) {
-        return static_cast<double>(slots * splits) / (static_cast<double>(smCount) * ctasPerSm);
+    auto waveFill = [&](int64_t splits, int32_t ctas) {
+        return static_cast<double>(slots * splits) / (static_cast<double>(smCount) * ctas);
     };
     int64_t splits = 1;
     if (std::optional<CtaShape> const forced = forcedCtaShape())
     {
-        int32_t const ctas = *forced == CtaShape::kWIDE ? wideCtas
-            : *forced == CtaShape::kSHALLOW             ? shallowCtas
-                                                        : deepCtas;
+        int32_t const ctas = ctasPerSm[static_cast<int32_t>(*forced)];
         LOGQUANT_CHECK(ctas > 0, "LOGQUANT_DECODE_CTA_SHAPE=", attention::nameOf(*forced),
             ": that CTA shape is not built for this cache (dtype, head dim, group size, key axis) or does not fit on "
             "this device");

@@ -3,8 +3,8 @@
 // side is cpp/src/attention/decodeAttention.cu.
 //
 // Design (NOTE(k1)):
-// - Work: one CTA of 4 or 12 warps per (sequence b, KV head h, query tile qt, split). A query tile is up to 8 query rows
-//   (row = token * r + head-in-group), so one read of a KV head serves all r query heads of its group: the rows
+// - Work: one CTA of 4 or 12 warps per (sequence b, KV head h, query tile qt, split). A query tile is up to 8 query
+//   rows (row = token * r + head-in-group), so one read of a KV head serves all r query heads of its group: the rows
 //   are the N = 8 columns of every mma. Each warp owns a slice of the split's sealed blocks and, interleaved over
 //   all warps of (b, h, qt), a few 16-token tiles of the full-precision segments (retained buffer, tail ring). The
 //   assignment is fixed, so the summation order, and with it the result, does not depend on timing or the batch
@@ -1146,7 +1146,8 @@ __device__ __forceinline__ void mergeSplits(
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, CtaShape kSHAPE>
-__global__ void __launch_bounds__(CtaShapeTraits<kSHAPE>::kWARPS * 32, CtaShapeTraits<kSHAPE>::kCTAS_PER_SM)
+__global__ void __launch_bounds__(
+    DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kTHREADS, DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kMIN_CTAS)
     decodeAttentionKernel(DecodeKernelParams const p)
 {
     using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;

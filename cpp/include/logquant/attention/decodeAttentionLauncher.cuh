@@ -88,11 +88,13 @@ int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(CtaShape shape)
         {
             return; // e.g. the wide shape on sm_80's 163 KB
         }
-        LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSMEM_BYTES));
+        LOGQUANT_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSMEM_BYTES));
         LOGQUANT_CUDA_CHECK(
             cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, kernel, Traits::kTHREADS, Traits::kSMEM_BYTES));
     });
-    LOGQUANT_CHECK(!built || shape != CtaShape::kDEEP || ctas > 0, "decode attention kernel does not fit on this device (",
+    LOGQUANT_CHECK(!built || shape != CtaShape::kDEEP || ctas > 0,
+        "decode attention kernel does not fit on this device (",
         DecodeTraits<T, kD, kG, kAXIS, CtaShape::kDEEP>::kSMEM_BYTES, " bytes of shared memory per CTA)");
     slot.store(ctas > 0 ? ctas : -1, std::memory_order_relaxed);
     return std::max(ctas, 0);

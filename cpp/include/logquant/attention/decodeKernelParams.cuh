@@ -78,7 +78,13 @@ constexpr char const* nameOf(CtaShape shape)
 //! Warps per CTA of a shape known only at run time.
 constexpr int32_t warpsOf(CtaShape shape)
 {
-    return shape == CtaShape::kWIDE ? CtaShapeTraits<CtaShape::kWIDE>::kWARPS : CtaShapeTraits<CtaShape::kDEEP>::kWARPS;
+    switch (shape)
+    {
+    case CtaShape::kDEEP: return CtaShapeTraits<CtaShape::kDEEP>::kWARPS;
+    case CtaShape::kSHALLOW: return CtaShapeTraits<CtaShape::kSHALLOW>::kWARPS;
+    case CtaShape::kWIDE: return CtaShapeTraits<CtaShape::kWIDE>::kWARPS;
+    }
+    return 0;
 }
 
 constexpr int32_t kMERGE_THREADS = 128; //!< threads of the last CTA that merge the split partials
