@@ -29,9 +29,12 @@
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 72.4 us = 4.9x torch SDPA
-// (355 us), 78% of copy on the bytes read; B=8 L=128k 243 us = 5.7x, 92%; B=64 L=16k 260 us = 5.3x, 87%. Between
-// B=8 L=32k and L=128k the time grows at 98% of copy: what is left at 32k is ~15 us a call of start-up and drain.
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 70.5 us = 5.05x torch SDPA
+// (355 us), 80% of copy on the bytes read (LogQuant+OTT 71.3 us); B=8 L=128k 235 us = 5.9x, 95%; B=64 L=16k
+// 251 us = 5.5x, 91%. Between B=8 L=32k and L=64k the time grows at 98% of copy: what is left at 32k is a fixed
+// ~14 us a call. NOTE(k1): it is not the stream's: with the sealed copies removed (compute on stale stages) the
+// fixed part is the same (61 us at 32k, 107 at 64k), and halving the compute takes only 2 us off; it is the launch,
+// the first units' latency, the last units' compute and the merges.
 // Where B=8 L=32k spent its time with three CTAs of 4 warps per SM, before the wide shape (NOTE(k1): variants of
 // this kernel timed the same way, per-CTA %globaltimer stamps, ncu):
 // - It is bound by compute coupled to the stream, not by bandwidth. Copies removed (compute on stale stages):
@@ -49,6 +52,9 @@
 //   CTAs on an SM go first), and the SMs drained as their CTAs finished: the wide shape's one CTA of 12 warps in
 //   lockstep took 4 us off (decodeKernelParams.cuh). A split-K merge through
 //   thread-block clusters cannot run here (64 clusters of 6 CTAs do not fit: cudaOccupancyMaxActiveClusters = 62).
+// - In the wide shape, cutting instructions did not move B=8 L=32k beyond the run-to-run spread (+-0.5 us): no
+//   cross-lane max when no lane's tile max grows, p rounded to T once and scaled per group as pairs, one FFMA per
+//   score, no register copies for the bias mma. 16 warps of two stages (128 registers) were 1.5-2 us slower.
 #pragma once
 
 #include "logquant/attention/codeFragments.cuh"
@@ -93,7 +99,10 @@ struct DecodeTraits
     static constexpr int32_t kK_PARAMS = kV_CODES + kCODE_BYTES;
     static constexpr int32_t kV_PARAMS = kK_PARAMS + kKPARAM_BYTES;
     static constexpr int32_t kMASK = kV_PARAMS + kVPARAM_BYTES;
-    static constexpr int32_t kSTAGE_BYTES = kMASK + 16;
+    //! Stages start on 128-byte lines: cp.async into a line-straddling destination sends each 512-byte row of
+    //! codes to L2 as twice the sector requests (ncu: 30% excess sectors; NOTE(k1): aligning took B=64 L=16k from
+    //! 259 to 249 us and B=1 L=32k from 21.0 to 20.2 us).
+    static constexpr int32_t kSTAGE_BYTES = (kMASK + 16 + 127) / 128 * 128;
     static constexpr int32_t kSTAGES = (kSHAPE == CtaShape::kSHALLOW || kG == 128) ? 2 : 3;
 
     static constexpr int32_t kFP_ROW_UNITS = kD / 8; //!< 16-byte units of a full-precision row
@@ -317,12 +326,13 @@ private:
 
     // ------------------------------------------------------------------------------------- sealed blocks
 
-    //! Block-table entry of block n of this sequence, unchecked (-1 past the sealed blocks); never reads out of
-    //! bounds. The caller checks it with checkedPage only when it needs it, so the load's latency is not waited on.
-    __device__ __forceinline__ int32_t rawPageOf(int32_t n) const
+    //! Block-table entry of block n of this sequence, unchecked (-1 from block `bound` on, bound <= the table's
+    //! width); never reads out of bounds. The caller checks it with checkedPage only when it needs it, so the load's
+    //! latency is not waited on.
+    __device__ __forceinline__ int32_t blockTableEntry(int32_t n, int32_t bound) const
     {
         KvGeometry const& geo = mP.cache.geometry;
-        return n < mNumSealed ? mP.cache.blockTable[static_cast<int64_t>(mBatch) * geo.maxBlocksPerSeq + n] : -1;
+        return n < bound ? mP.cache.blockTable[static_cast<int64_t>(mBatch) * geo.maxBlocksPerSeq + n] : -1;
     }
 
     __device__ __forceinline__ int32_t checkedPage(int32_t page) const
@@ -426,6 +436,13 @@ private:
         }
     }
 
+    //! A warp with a full-precision tile pulls it into L2 this many units before its sealed loop ends, so that
+    //! reading it after the loop is no DRAM round trip (earlier, and the stream evicts it again). NOTE(k1): B=8 L=32k
+    //! 71.0 against 71.4 us a unit earlier or 72.3 without. Loops shorter than kFP_PREFETCH_MIN_UNITS (small L, many
+    //! splits) do not prefetch: SmolLM2 B=8 L=4k lost 0.3 us to it.
+    static constexpr int32_t kFP_PREFETCH_UNITS = 3;
+    static constexpr int32_t kFP_PREFETCH_MIN_UNITS = 8;
+
     __device__ __forceinline__ void runSealed()
     {
         PieceState<kCHUNKS * 4> st;
@@ -448,12 +465,15 @@ private:
         // all warp stalls).
         int32_t window[kBPU];     // units 32w .. 32w + 31 of this warp, w = k / 32
         int32_t nextWindow[kBPU]; // the 32 after them
+        // Bounded by the split, not by the sequence's length, so that the first load does not wait for the length
+        // (one DRAM round trip less before the first unit is requested); pagesOf masks what lies past it.
+        int32_t const splitBlocks = min(mP.cache.geometry.maxBlocksPerSeq, (mSplit + 1) * mP.unitsPerSplit * kBPU);
         auto loadWindow = [&](int32_t first, int32_t(&dst)[kBPU]) {
             int32_t const k = first + mLane;
 #pragma unroll
             for (int32_t j = 0; j < kBPU; ++j)
             {
-                dst[j] = k < count ? rawPageOf((begin + k * kWARPS) * kBPU + j) : -1;
+                dst[j] = blockTableEntry((begin + k * kWARPS) * kBPU + j, splitBlocks);
             }
         };
         auto pagesOf = [&](int32_t k, int32_t(&dst)[kBPU]) {
@@ -469,7 +489,8 @@ private:
 #pragma unroll
             for (int32_t j = 0; j < kBPU; ++j)
             {
-                dst[j] = k < count ? checkedPage(__shfl_sync(0xffffffffu, window[j], k % 32)) : -1;
+                int32_t const page = checkedPage(__shfl_sync(0xffffffffu, window[j], k % 32));
+                dst[j] = k < count && (begin + k * kWARPS) * kBPU + j < mNumSealed ? page : -1;
             }
         };
         loadWindow(0, window);
@@ -505,6 +526,10 @@ private:
             cpAsyncCommit();
             cpAsyncWait<kSTAGES - 1>();
             __syncwarp();
+            if (k == count - kFP_PREFETCH_UNITS && count >= kFP_PREFETCH_MIN_UNITS)
+            {
+                prefetchFullPrecision();
+            }
             computeUnit(stages + (k % kSTAGES) * Traits::kSTAGE_BYTES, st, pm);
             __syncwarp(); // every lane is done with this stage before it is refilled
         }
@@ -824,26 +849,9 @@ private:
         KvGeometry const& geo = mP.cache.geometry;
         int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
         bool const retained = j < retainedTiles;
-        bool rowValid = false;
-        int64_t rowIndex = 0;
-        if (mLane < kFP_TILE_TOKENS)
-        {
-            if (retained)
-            {
-                int32_t const slot = kFP_TILE_TOKENS * j + mLane;
-                if (slot < geo.retainedCapacity)
-                {
-                    rowIndex = static_cast<int64_t>(mSeqHead) * geo.retainedCapacity + slot;
-                    rowValid = mP.cache.retainedPos[rowIndex] >= 0; // empty (-1) and shadowed (<= -2) are skipped
-                }
-            }
-            else
-            {
-                int32_t const pos = mTailStart + kFP_TILE_TOKENS * (j - retainedTiles) + mLane;
-                rowValid = pos < mSeqLen;
-                rowIndex = static_cast<int64_t>(mSeqHead) * geo.tailCapacity + pos % geo.tailCapacity;
-            }
-        }
+        int64_t const rowIndex = fullPrecisionRow(j, retainedTiles);
+        // Empty (-1) and shadowed (<= -2) retained slots are skipped.
+        bool const rowValid = rowIndex >= 0 && (!retained || mP.cache.retainedPos[rowIndex] >= 0);
         uint32_t const validRows = __ballot_sync(0xffffffffu, rowValid);
         if (validRows == 0)
         {
@@ -920,6 +928,50 @@ private:
             mma16816<T>(st.o[mt], a, b0, b1);
         }
         __syncwarp(); // the tile is refilled by the next one
+    }
+
+    //! Row index (into the retained buffer or the tail ring) of row `lane` of full-precision tile j; -1 where the
+    //! tile has no such row, and on lanes >= kFP_TILE_TOKENS. Whether a retained slot is in use is not checked.
+    __device__ __forceinline__ int64_t fullPrecisionRow(int32_t j, int32_t retainedTiles) const
+    {
+        KvGeometry const& geo = mP.cache.geometry;
+        if (mLane >= kFP_TILE_TOKENS)
+        {
+            return -1;
+        }
+        if (j < retainedTiles)
+        {
+            int32_t const slot = kFP_TILE_TOKENS * j + mLane;
+            return slot < geo.retainedCapacity ? static_cast<int64_t>(mSeqHead) * geo.retainedCapacity + slot : -1;
+        }
+        int32_t const pos = mTailStart + kFP_TILE_TOKENS * (j - retainedTiles) + mLane;
+        return pos < mSeqLen ? static_cast<int64_t>(mSeqHead) * geo.tailCapacity + pos % geo.tailCapacity : -1;
+    }
+
+    //! Pulls the rows of this warp's full-precision tiles into L2 (whole retained tiles, empty slots included).
+    __device__ __forceinline__ void prefetchFullPrecision() const
+    {
+        KvGeometry const& geo = mP.cache.geometry;
+        int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const numTiles = retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const stride = mP.numSplits * kWARPS;
+        for (int32_t j = stride - 1 - (mSplit * kWARPS + mWarp); j < numTiles; j += stride)
+        {
+            int64_t const row = fullPrecisionRow(j, retainedTiles);
+            if (row < 0)
+            {
+                continue;
+            }
+            bool const retained = j < retainedTiles;
+            auto const* k = static_cast<uint8_t const*>(retained ? mP.cache.retainedK : mP.cache.tailK);
+            auto const* v = static_cast<uint8_t const*>(retained ? mP.cache.retainedV : mP.cache.tailV);
+#pragma unroll
+            for (int32_t offset = 0; offset < kD * 2; offset += 128)
+            {
+                prefetchL2(k + row * kD * 2 + offset);
+                prefetchL2(v + row * kD * 2 + offset);
+            }
+        }
     }
 
     __device__ __forceinline__ void runFullPrecision()
@@ -1000,30 +1052,85 @@ private:
     float mBias[kBPU][2];
 };
 
-//! Merges this CTA's pieces (2 per warp); returns (via out) the merged unnormalized O and (max, sum) per row.
-template <int32_t kD, int32_t kWARPS, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
-__device__ __forceinline__ void mergePieces(uint8_t const* smem, int32_t row, int32_t d, float& o, float& mOut,
-    float& lOut)
+//! Softmax weights of a CTA's pieces (2 per warp) per query row, computed once per (row, piece) instead of once per
+//! output element (NOTE(k1): 24 pieces in the wide shape).
+template <int32_t kWARPS>
+struct PieceWeights
 {
-    float mMax = kNEG_INF;
-#pragma unroll
-    for (int32_t k = 0; k < 2 * kWARPS; ++k)
+    static constexpr int32_t kPIECES = 2 * kWARPS;
+    static_assert(kPIECES <= 32, "one lane per piece");
+    float weight[kQUERY_TILE][kPIECES];
+    float max[kQUERY_TILE]; //!< of the pieces' maxes
+    float sum[kQUERY_TILE]; //!< weighted sum of the pieces' sums
+};
+
+template <int32_t kD, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
+__device__ __forceinline__ float const* pieceOf(uint8_t const* smem, int32_t k)
+{
+    return reinterpret_cast<float const*>(smem + (k >> 1) * kWARP_BYTES + (k & 1) * kPIECE_BYTES);
+}
+
+//! Warp w weighs rows w, w + kWARPS, ...: lane k holds piece k.
+template <int32_t kD, int32_t kWARPS, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
+__device__ __forceinline__ void weighPieces(uint8_t const* smem, int32_t rowsValid, PieceWeights<kWARPS>& w)
+{
+    constexpr int32_t kPIECES = PieceWeights<kWARPS>::kPIECES;
+    int32_t const warp = static_cast<int32_t>(threadIdx.x) >> 5;
+    int32_t const lane = static_cast<int32_t>(threadIdx.x) & 31;
+    for (int32_t row = warp; row < rowsValid; row += kWARPS)
     {
-        float const* piece = reinterpret_cast<float const*>(smem + (k >> 1) * kWARP_BYTES + (k & 1) * kPIECE_BYTES);
-        mMax = fmaxf(mMax, piece[kQUERY_TILE * kD + 2 * row]);
-    }
-    float const base = mMax == kNEG_INF ? 0.0F : mMax;
-    o = 0.0F;
-    lOut = 0.0F;
+        float m = kNEG_INF;
+        float l = 0.0F;
+        if (lane < kPIECES)
+        {
+            float const* piece = pieceOf<kD, kWARP_BYTES, kPIECE_BYTES>(smem, lane);
+            m = piece[kQUERY_TILE * kD + 2 * row];
+            l = piece[kQUERY_TILE * kD + 2 * row + 1];
+        }
+        float mMax = m;
 #pragma unroll
-    for (int32_t k = 0; k < 2 * kWARPS; ++k)
-    {
-        float const* piece = reinterpret_cast<float const*>(smem + (k >> 1) * kWARP_BYTES + (k & 1) * kPIECE_BYTES);
-        float const w = fastExp2(piece[kQUERY_TILE * kD + 2 * row] - base);
-        o += w * piece[row * kD + d];
-        lOut += w * piece[kQUERY_TILE * kD + 2 * row + 1];
+        for (int32_t mask = 16; mask > 0; mask >>= 1)
+        {
+            mMax = fmaxf(mMax, shflXor(mMax, mask));
+        }
+        // A row that no piece saw keeps max -inf; subtract 0 instead so that exp2 sees no (-inf) - (-inf).
+        float const weight = fastExp2(m - (mMax == kNEG_INF ? 0.0F : mMax));
+        float sum = weight * l;
+#pragma unroll
+        for (int32_t mask = 16; mask > 0; mask >>= 1)
+        {
+            sum += shflXor(sum, mask);
+        }
+        if (lane < kPIECES)
+        {
+            w.weight[row][lane] = weight;
+        }
+        if (lane == 0)
+        {
+            w.max[row] = mMax;
+            w.sum[row] = sum;
+        }
     }
-    mOut = mMax;
+}
+
+//! Channels 4 d4 .. 4 d4 + 3 of row's merged, unnormalized O.
+template <int32_t kD, int32_t kWARPS, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
+__device__ __forceinline__ float4 mergedChannels(
+    uint8_t const* smem, PieceWeights<kWARPS> const& w, int32_t row, int32_t d4)
+{
+    float4 o = make_float4(0.0F, 0.0F, 0.0F, 0.0F);
+#pragma unroll
+    for (int32_t k = 0; k < PieceWeights<kWARPS>::kPIECES; ++k)
+    {
+        float4 const v
+            = reinterpret_cast<float4 const*>(pieceOf<kD, kWARP_BYTES, kPIECE_BYTES>(smem, k) + row * kD)[d4];
+        float const c = w.weight[row][k];
+        o.x = fmaf(c, v.x, o.x);
+        o.y = fmaf(c, v.y, o.y);
+        o.z = fmaf(c, v.z, o.z);
+        o.w = fmaf(c, v.w, o.w);
+    }
+    return o;
 }
 
 template <typename T>
@@ -1169,32 +1276,39 @@ __global__ void __launch_bounds__(
     int64_t const slot = static_cast<int64_t>(batch) * gridDim.y + blockIdx.y; // (b, h, qt)
     int32_t const tid = static_cast<int32_t>(threadIdx.x);
 
+    __shared__ PieceWeights<Traits::kWARPS> weights;
+    weighPieces<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, rowsValid, weights);
+    __syncthreads();
+    int64_t const partial = (slot * p.numSplits + split) * kQUERY_TILE;
+    for (int32_t e = tid; e < rowsValid * kD / 4; e += kTHREADS)
+    {
+        int32_t const row = e / (kD / 4);
+        int32_t const d4 = e % (kD / 4);
+        float4 const o
+            = mergedChannels<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, weights, row, d4);
+        if (p.numSplits == 1)
+        {
+            float const l = weights.sum[row];
+            float const inv = l > 0.0F ? 1.0F / l : 0.0F; // a row that sees nothing is written as 0
+            float const v[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+            for (int32_t c = 0; c < 4; ++c)
+            {
+                storeOutput<T>(p, batch, head, queryTile, row, 4 * d4 + c, v[c] * inv, kD);
+            }
+        }
+        else
+        {
+            reinterpret_cast<float4*>(p.partialO)[(partial + row) * (kD / 4) + d4] = o;
+            if (d4 == 0)
+            {
+                reinterpret_cast<float2*>(p.partialMl)[partial + row] = make_float2(weights.max[row], weights.sum[row]);
+            }
+        }
+    }
     if (p.numSplits == 1)
     {
-        for (int32_t e = tid; e < rowsValid * kD; e += kTHREADS)
-        {
-            float o;
-            float m;
-            float l;
-            mergePieces<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
-            storeOutput<T>(p, batch, head, queryTile, e / kD, e % kD, l > 0.0F ? o / l : 0.0F, kD);
-        }
         return;
-    }
-
-    int64_t const partial = (slot * p.numSplits + split) * kQUERY_TILE;
-    for (int32_t e = tid; e < rowsValid * kD; e += kTHREADS)
-    {
-        float o;
-        float m;
-        float l;
-        mergePieces<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, e / kD, e % kD, o, m, l);
-        p.partialO[(partial + e / kD) * kD + e % kD] = o;
-        if (e % kD == 0)
-        {
-            p.partialMl[2 * (partial + e / kD)] = m;
-            p.partialMl[2 * (partial + e / kD) + 1] = l;
-        }
     }
     // Last-block reduction: count this CTA in and let the last one merge. The barrier orders every thread's partials
     // before thread 0's acq_rel atomic, which releases them at GPU scope and, in the last CTA, acquires the others'

@@ -21,6 +21,12 @@ __device__ __forceinline__ void cpAsync16(void* smemDst, void const* gmemSrc, bo
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmemSrc), "r"(srcBytes));
 }
 
+//! Pulls the 128-byte line holding gmem into L2 without waiting for it.
+__device__ __forceinline__ void prefetchL2(void const* gmem)
+{
+    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(gmem));
+}
+
 //! kBYTES in {4, 8} (cp.async.cg only takes 16); same zero-fill contract as cpAsync16.
 template <int32_t kBYTES>
 __device__ __forceinline__ void cpAsyncSmall(void* smemDst, void const* gmemSrc, bool valid)
