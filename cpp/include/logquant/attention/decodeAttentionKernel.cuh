@@ -1064,7 +1064,7 @@ struct PieceWeights
     float sum[kQUERY_TILE]; //!< weighted sum of the pieces' sums
 };
 
-template <int32_t kD, int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
+template <int32_t kWARP_BYTES, int32_t kPIECE_BYTES>
 __device__ __forceinline__ float const* pieceOf(uint8_t const* smem, int32_t k)
 {
     return reinterpret_cast<float const*>(smem + (k >> 1) * kWARP_BYTES + (k & 1) * kPIECE_BYTES);
@@ -1083,7 +1083,7 @@ __device__ __forceinline__ void weighPieces(uint8_t const* smem, int32_t rowsVal
         float l = 0.0F;
         if (lane < kPIECES)
         {
-            float const* piece = pieceOf<kD, kWARP_BYTES, kPIECE_BYTES>(smem, lane);
+            float const* piece = pieceOf<kWARP_BYTES, kPIECE_BYTES>(smem, lane);
             m = piece[kQUERY_TILE * kD + 2 * row];
             l = piece[kQUERY_TILE * kD + 2 * row + 1];
         }
@@ -1123,7 +1123,7 @@ __device__ __forceinline__ float4 mergedChannels(
     for (int32_t k = 0; k < PieceWeights<kWARPS>::kPIECES; ++k)
     {
         float4 const v
-            = reinterpret_cast<float4 const*>(pieceOf<kD, kWARP_BYTES, kPIECE_BYTES>(smem, k) + row * kD)[d4];
+            = reinterpret_cast<float4 const*>(pieceOf<kWARP_BYTES, kPIECE_BYTES>(smem, k) + row * kD)[d4];
         float const c = w.weight[row][k];
         o.x = fmaf(c, v.x, o.x);
         o.y = fmaf(c, v.y, o.y);
