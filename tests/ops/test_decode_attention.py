@@ -149,6 +149,24 @@ def test_long_sequences_match_reference(batch: int, length: int) -> None:
                                     (length,) * batch))
 
 
+@pytest.mark.parametrize("batch", [1, 8, 16, 32])
+def test_wide_split_merges_match_reference(batch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wide shape's split-K merge, forced, over 2 KV heads of 16k tokens. On the H100 the splits of (b, h) are
+    10 (B=1: the workspace merge), 8, 4 and 2 (B=8, 16, 32: one thread-block cluster each, merged through
+    distributed shared memory where the clusters fit in one wave, else the workspace)."""
+    from logquant_trt.bench.kernels import policy_config, synthesize
+    from logquant_trt.ops.decode_attention import decode_attention
+
+    monkeypatch.setenv("LOGQUANT_DECODE_CTA_SHAPE", "wide")
+    gen = torch.Generator().manual_seed(batch)
+    cache, _ = synthesize(policy_config("logquant_ott"), batch, 16384, 2, 128, gen)
+    q = torch.randn(batch, 8, 1, 128, generator=gen).half().cuda()
+    ref = paged_attention(q.float(), cache).cpu()
+    out = decode_attention(q, cache)
+    assert_matches(out, ref, Params("logquant_ott", 128, 4, cache.config.group_size, "channel", "float16",
+                                    (16384,) * batch))
+
+
 @pytest.mark.parametrize("policy,head_dim", [("kivi", 128), ("logquant_ott", 64)])
 def test_more_slots_than_one_wave_match_reference(policy: str, head_dim: int) -> None:
     """More (b, h) slots than one wave of three CTAs per SM holds: one split each, run with the shallow CTA shape

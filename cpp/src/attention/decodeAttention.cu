@@ -64,12 +64,22 @@ struct DecodePlan
     CtaShape shape{CtaShape::kDEEP};
     int32_t numSplits{1};
     int32_t unitsPerSplit{1};
+    bool clusterMerge{false}; //!< the splits merge through distributed shared memory, not the workspace
     size_t countersBytes{0};
     size_t mlBytes{0};
     size_t partialBytes{0};
 
+    //! (splits, KV heads x query tiles, batch)
+    dim3 grid(KvGeometry const& g) const
+    {
+        return dim3(static_cast<uint32_t>(numSplits), static_cast<uint32_t>(g.numKvHeads * queryTiles),
+            static_cast<uint32_t>(g.batch));
+    }
+
     size_t workspaceBytes() const
     {
+        // Sized for the workspace merge even when the splits merge in a cluster: a plan made where the cluster fits
+        // may run where it does not (MPS, another device of the same kind).
         return numSplits == 1 ? 0 : countersBytes + mlBytes + partialBytes;
     }
 };
@@ -182,6 +192,8 @@ DecodePlan makePlan(KvGeometry const& g, int32_t numQueryHeads, int32_t numQueri
     }
     plan.unitsPerSplit = std::max<int32_t>(1, (units + static_cast<int32_t>(splits) - 1) / static_cast<int32_t>(splits));
     plan.numSplits = units > 0 ? (units + plan.unitsPerSplit - 1) / plan.unitsPerSplit : 1;
+    dim3 const grid = plan.grid(g);
+    dispatchInstantiation(g, [&](auto launcher) { plan.clusterMerge = launcher.clusterMergeFits(plan.shape, grid); });
     plan.countersBytes = alignUp(static_cast<size_t>(slots) * sizeof(int32_t));
     plan.mlBytes = alignUp(static_cast<size_t>(slots) * plan.numSplits * kQUERY_TILE * 2 * sizeof(float));
     plan.partialBytes = alignUp(static_cast<size_t>(slots) * plan.numSplits * kQUERY_TILE * g.headDim * sizeof(float));
@@ -261,6 +273,7 @@ void launchDecodeAttention(DecodeAttentionParams const& params, cudaStream_t str
     kp.queryTiles = plan.queryTiles;
     kp.numSplits = plan.numSplits;
     kp.unitsPerSplit = plan.unitsPerSplit;
+    kp.clusterMerge = plan.clusterMerge ? 1 : 0;
     kp.scaleLog2 = params.scale * 1.4426950408889634F;
     auto* ws = static_cast<uint8_t*>(params.workspace);
     if (needed > 0)
@@ -269,8 +282,7 @@ void launchDecodeAttention(DecodeAttentionParams const& params, cudaStream_t str
         kp.partialMl = reinterpret_cast<float*>(ws + plan.countersBytes);
         kp.partialO = reinterpret_cast<float*>(ws + plan.countersBytes + plan.mlBytes);
     }
-    dim3 const grid(plan.numSplits, g.numKvHeads * plan.queryTiles, g.batch);
-    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, plan.shape, grid, stream); });
+    dispatchInstantiation(g, [&](auto launcher) { launcher.launch(kp, plan.shape, plan.grid(g), stream); });
 }
 
 } // namespace logquant::kernel

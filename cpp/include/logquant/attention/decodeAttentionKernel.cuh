@@ -17,10 +17,11 @@
 //   fragment per channel group) and sum_t p_t * min_t accumulated in fp32. movmatrix turns the score accumulator
 //   into the B operand of the value product without shared memory. codeFragments.cuh turns codes into operands.
 // - The full-precision segments use the same online softmax; their operands are plain ldmatrix of the tiles.
-// - Merge: the partial results of a CTA (2 per warp) are merged in shared memory; with several splits, each CTA
-//   writes (O, max, sum) to the workspace and the last CTA of (b, h, qt) (atomic counter, which it resets) merges
-//   them into the output (mergeSplits: one round trip to L2 for up to 8 splits). One launch, no host sync: lengths
-//   are read on the device.
+// - Merge: the partial results of a CTA (2 per warp) are merged in shared memory; with several splits, the wide
+//   shape's CTAs of (b, h, qt) form a thread-block cluster when it fits (2 to 8 splits, one wave), and rank 0 merges
+//   the others' partials from its shared memory (mergeSplitsInCluster). Otherwise each CTA writes (O, max, sum) to
+//   the workspace and the last CTA of (b, h, qt) (atomic counter, which it resets) merges them into the output
+//   (mergeSplits: one round trip to L2 for up to 8 splits). One launch, no host sync: lengths are read on the device.
 // - CTA shape (decodeKernelParams.cuh): one CTA of 12 warps per SM when the split grid fills the SMs, its warps kept
 //   level by a named barrier every few units; else three CTAs of 4 warps per SM with three stages, or four with two
 //   stages when one split per (b, h, qt) already takes more than one wave.
@@ -29,12 +30,20 @@
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 70.5 us = 5.05x torch SDPA
-// (355 us), 80% of copy on the bytes read (LogQuant+OTT 71.3 us); B=8 L=128k 235 us = 5.9x, 95%; B=64 L=16k
-// 251 us = 5.5x, 91%. Between B=8 L=32k and L=64k the time grows at 98% of copy: what is left at 32k is a fixed
-// ~14 us a call. NOTE(k1): it is not the stream's: with the sealed copies removed (compute on stale stages) the
-// fixed part is the same (61 us at 32k, 107 at 64k), and halving the compute takes only 2 us off; it is the launch,
-// the first units' latency, the last units' compute and the merges.
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 69.0-69.6 us = 5.1x torch SDPA
+// (355 us), 81% of copy on the bytes read (LogQuant+OTT 69.6 us, 82%); B=8 L=128k 234.5 us = 5.9x, 95%.
+// Where B=8 L=32k spends its time in the wide shape (NOTE(k1): per-warp %globaltimer stamps, us after the first warp
+// starts; the event-timed call is ~3.6 us longer, launch and completion):
+// - All 128 CTAs start within 0.2 us. The first unit's data lands at 2.9-9.7 us: the first requests of all warps,
+//   15 MB, queue for ~5 us, and warps served late stay late.
+// - The last unit's data lands at 54-63 us (median 57.7: the stream runs at ~98% of copy); the loop ends ~2 us
+//   later (the last unit's compute); the full-precision tiles, the CTA merge and the split merge bring the last CTA
+//   to ~66.7 us.
+// - So what keeps B=8 L=32k from 85% of copy is the spread of the SMs' stream ends (~5 us from the median to the
+//   last) and the ~4 us after the last unit. An SM computes a unit in ~2.5 us with no memory stalls against ~2.7 us
+//   in the stream, which leaves a late SM little room to catch up.
+// - Between B=8 L=32k and L=64k the time grows at 98% of copy; with the sealed copies removed (compute on stale
+//   stages) the fixed part is the same (61 us at 32k, 107 at 64k), and halving the compute takes only 2 us off.
 // Where B=8 L=32k spent its time with three CTAs of 4 warps per SM, before the wide shape (NOTE(k1): variants of
 // this kernel timed the same way, per-CTA %globaltimer stamps, ncu):
 // - It is bound by compute coupled to the stream, not by bandwidth. Copies removed (compute on stale stages):
@@ -119,6 +128,10 @@ struct DecodeTraits
     static constexpr int32_t kWARP_BYTES
         = (maxOf(kSTAGES * kSTAGE_BYTES, kPIECE_BYTES + 2 * kFP_TILE_BYTES) + 127) / 128 * 128;
     static constexpr int32_t kSMEM_BYTES = kWARPS * kWARP_BYTES;
+    //! Most splits of one (b, h, qt) that merge through distributed shared memory, as one thread-block cluster
+    //! (mergeSplitsInCluster): rank 0 then holds an inbox of one piece per other split after the warps' memory. Only
+    //! the wide shape, whose CTA has an SM to itself; 8 is the portable cluster size.
+    static constexpr int32_t kMAX_CLUSTER_SPLITS = kSHAPE == CtaShape::kWIDE ? 8 : 1;
     //! The register cap follows: 168 at 12 warps per SM, 128 at 16.
     static constexpr int32_t kMIN_CTAS = CtaShapeTraits<kSHAPE>::kCTAS_PER_SM;
 
@@ -186,6 +199,17 @@ __device__ __forceinline__ void onlineSoftmax(float (&s)[kM][4], float (&m)[2], 
             l[e & 1] += s[mu][e];
         }
     }
+}
+
+//! Float index of (row, channel) in a piece's O region ([8 rows][kD]). The 16-byte chunks of a row are XOR-swizzled
+//! by row so that the pieces' writers (lane (g, i) writes rows 2i, 2i+1) and the merge's float4 reads of a row hit
+//! distinct banks. NOTE(k1): with plain rows, the sealed piece's 64 stores per lane were 8-way bank conflicts that
+//! all 12 warps of the wide shape issued at once: B=8 L=32k 70.3 -> 68.9 us, B=1 L=32k 20.5 -> 19.7 us.
+template <int32_t kD>
+__device__ __forceinline__ int32_t pieceIndex(int32_t row, int32_t channel)
+{
+    int32_t const swizzle = 3 * ((row >> 1) & 1) + 4 * ((row >> 2) & 1);
+    return row * kD + 4 * ((channel >> 2) ^ swizzle) + (channel & 3);
 }
 
 //! The per-warp running state of one piece (sealed blocks, or full-precision segments).
@@ -555,19 +579,21 @@ private:
         for (int32_t c = 0; c < kCHUNKS; ++c)
         {
 #pragma unroll
-            for (int32_t s = 0; s < 4; ++s)
+            for (int32_t e = 0; e < 4; ++e)
             {
+                // Group of channels 64c + 8g + 4(e / 2) + 0..3, selected without a run-time register index.
+                float const minSum = Traits::kC == 32
+                    ? (mG >= 4 ? pm[(2 * c + 1) % kGROUPS][e & 1] : pm[(2 * c) % kGROUPS][e & 1])
+                    : pm[c * 64 / Traits::kC][e & 1];
+                float value[4];
 #pragma unroll
-                for (int32_t e = 0; e < 4; ++e)
+                for (int32_t s = 0; s < 4; ++s)
                 {
                     int32_t const pos = s + 4 * (e >> 1);
-                    // Group of channel 64c + 8g + pos, selected without a run-time register index.
-                    float const minSum = Traits::kC == 32
-                        ? (mG >= 4 ? pm[(2 * c + 1) % kGROUPS][e & 1] : pm[(2 * c) % kGROUPS][e & 1])
-                        : pm[c * 64 / Traits::kC][e & 1];
-                    float const value = st.o[4 * c + s][e] * (1.0F / CodeOperand<T>::unit(pos)) + minSum;
-                    piece[(2 * mI + (e & 1)) * kD + 64 * c + 8 * mG + pos] = value;
+                    value[s] = st.o[4 * c + s][e] * (1.0F / CodeOperand<T>::unit(pos)) + minSum;
                 }
+                *reinterpret_cast<float4*>(piece + pieceIndex<kD>(2 * mI + (e & 1), 64 * c + 8 * mG + 4 * (e >> 1)))
+                    = make_float4(value[0], value[1], value[2], value[3]);
             }
         }
         writeStats(piece, st.m, st.l);
@@ -948,6 +974,29 @@ private:
         return pos < mSeqLen ? static_cast<int64_t>(mSeqHead) * geo.tailCapacity + pos % geo.tailCapacity : -1;
     }
 
+    //! This warp's first full-precision tile; it takes every (numSplits * kWARPS)-th from there. Tiles are dealt to
+    //! the warps with the fewest sealed units first: the short warps of each split (its first units % kWARPS warps
+    //! hold one unit more), last split first, then the long ones. NOTE(k1): dealt by split and warp index alone,
+    //! LogQuant+OTT's ~15 tiles at B=8 L=32k went to three warps that also held the extra unit.
+    __device__ __forceinline__ int32_t fullPrecisionRank() const
+    {
+        int32_t const numUnits = (mNumSealed + kBPU - 1) / kBPU;
+        int32_t const perSplit = mP.unitsPerSplit;
+        int32_t const full = numUnits / perSplit; // splits holding perSplit units; split `full` holds the rest
+        int32_t const rest = numUnits % perSplit;
+        auto longAfter = [&](int32_t split) { // long warps of the splits after `split`
+            int32_t const inFull = max(full - (split + 1), 0) * (perSplit % kWARPS);
+            return inFull + (full > split && full < mP.numSplits ? rest % kWARPS : 0);
+        };
+        int32_t const longHere = mSplit < full ? perSplit % kWARPS : mSplit == full ? rest % kWARPS : 0;
+        if (mWarp >= longHere)
+        {
+            return (mP.numSplits - 1 - mSplit) * kWARPS - longAfter(mSplit) + (kWARPS - 1 - mWarp);
+        }
+        int32_t const shortWarps = mP.numSplits * kWARPS - longAfter(-1);
+        return shortWarps + longAfter(mSplit) + (longHere - 1 - mWarp);
+    }
+
     //! Pulls the rows of this warp's full-precision tiles into L2 (whole retained tiles, empty slots included).
     __device__ __forceinline__ void prefetchFullPrecision() const
     {
@@ -955,7 +1004,7 @@ private:
         int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
         int32_t const numTiles = retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
         int32_t const stride = mP.numSplits * kWARPS;
-        for (int32_t j = stride - 1 - (mSplit * kWARPS + mWarp); j < numTiles; j += stride)
+        for (int32_t j = fullPrecisionRank(); j < numTiles; j += stride)
         {
             int64_t const row = fullPrecisionRow(j, retainedTiles);
             if (row < 0)
@@ -989,9 +1038,8 @@ private:
             int32_t const row = kQUERY_TILE * mQueryTile + 2 * mI + c;
             lastVisible[c] = mSeqLen - mP.numQueries + min(row / mP.groupRatio, mP.numQueries - 1);
         }
-        // Tiles go to the warps of the last splits first: those hold the fewest sealed units.
         int32_t const stride = mP.numSplits * kWARPS;
-        for (int32_t j = stride - 1 - (mSplit * kWARPS + mWarp); j < numTiles; j += stride)
+        for (int32_t j = fullPrecisionRank(); j < numTiles; j += stride)
         {
             accumulateFullPrecisionTile(j, retainedTiles, lastVisible, st);
         }
@@ -1004,7 +1052,7 @@ private:
 #pragma unroll
             for (int32_t e = 0; e < 4; ++e)
             {
-                piece[(2 * mI + (e & 1)) * kD + 16 * mt + mG + 8 * (e >> 1)] = st.o[mt][e];
+                piece[pieceIndex<kD>(2 * mI + (e & 1), 16 * mt + mG + 8 * (e >> 1))] = st.o[mt][e];
             }
         }
         writeStats(piece, st.m, st.l);
@@ -1122,8 +1170,8 @@ __device__ __forceinline__ float4 mergedChannels(
 #pragma unroll
     for (int32_t k = 0; k < PieceWeights<kWARPS>::kPIECES; ++k)
     {
-        float4 const v
-            = reinterpret_cast<float4 const*>(pieceOf<kWARP_BYTES, kPIECE_BYTES>(smem, k) + row * kD)[d4];
+        float const* piece = pieceOf<kWARP_BYTES, kPIECE_BYTES>(smem, k);
+        float4 const v = *reinterpret_cast<float4 const*>(piece + pieceIndex<kD>(row, 4 * d4));
         float const c = w.weight[row][k];
         o.x = fmaf(c, v.x, o.x);
         o.y = fmaf(c, v.y, o.y);
@@ -1252,6 +1300,71 @@ __device__ __forceinline__ void mergeSplits(
     }
 }
 
+//! Split-K merge through distributed shared memory: the numSplits CTAs of (b, h, qt) are one thread-block cluster
+//! (rank = split). Every CTA but rank 0 stores its merged partial (its CTA's O, max and sum per row) into rank 0's
+//! inbox, which rank 0 merges with its own into the output. NOTE(k1): this replaces mergeSplits' workspace round trip
+//! (global stores, a GPU-scope release and atomic, L2 loads): B=8 L=32k 69.9 -> 68.9 us, SmolLM2 B=8 L=4k 12.8 ->
+//! 12.5 us (the CTA merge before it and the wait for the cluster's slowest CTA remain).
+template <typename T, int32_t kD, typename Traits>
+__device__ __forceinline__ void mergeSplitsInCluster(DecodeKernelParams const& p, uint8_t* smem,
+    PieceWeights<Traits::kWARPS> const& w, int32_t rowsValid, int32_t batch, int32_t head, int32_t queryTile)
+{
+    static_assert(Traits::kTHREADS >= kQUERY_TILE * kD / 4, "one float4 of the output per thread");
+    constexpr int32_t kINBOX_FLOATS = Traits::kPIECE_BYTES / 4; // O [8][D] then (max, sum) [8][2], rows plain
+    int32_t const tid = static_cast<int32_t>(threadIdx.x);
+    int32_t const rank = static_cast<int32_t>(blockIdx.x);
+    int32_t const row = tid / (kD / 4);
+    int32_t const d4 = tid % (kD / 4);
+    bool const owns = row < rowsValid;
+    float4 const o = owns
+        ? mergedChannels<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, w, row, d4)
+        : make_float4(0.0F, 0.0F, 0.0F, 0.0F);
+    float const* inbox = reinterpret_cast<float const*>(smem + Traits::kSMEM_BYTES); // [numSplits - 1]
+    clusterWait(); // pairs the kernel-entry arrival: every CTA of the cluster runs, so rank 0's inbox exists
+    if (rank > 0 && owns)
+    {
+        float const* slot = inbox + (rank - 1) * kINBOX_FLOATS;
+        storeClusterShared(clusterSharedAddress(slot + row * kD + 4 * d4, 0), o);
+        if (d4 == 0)
+        {
+            storeClusterShared(clusterSharedAddress(slot + kQUERY_TILE * kD + 2 * row, 0),
+                make_float2(w.max[row], w.sum[row]));
+        }
+    }
+    clusterArrive();
+    clusterWait();
+    if (rank > 0 || !owns)
+    {
+        return;
+    }
+    float mMax = w.max[row];
+    for (int32_t s = 1; s < p.numSplits; ++s)
+    {
+        mMax = fmaxf(mMax, inbox[(s - 1) * kINBOX_FLOATS + kQUERY_TILE * kD + 2 * row]);
+    }
+    // A row that no split saw keeps max -inf; subtract 0 instead so that exp2 sees no (-inf) - (-inf).
+    float const base = mMax == kNEG_INF ? 0.0F : mMax;
+    float const own = fastExp2(w.max[row] - base);
+    float l = own * w.sum[row];
+    float4 acc = make_float4(own * o.x, own * o.y, own * o.z, own * o.w);
+    for (int32_t s = 1; s < p.numSplits; ++s)
+    {
+        float const* slot = inbox + (s - 1) * kINBOX_FLOATS;
+        float2 const ml = *reinterpret_cast<float2 const*>(slot + kQUERY_TILE * kD + 2 * row);
+        float4 const v = *reinterpret_cast<float4 const*>(slot + row * kD + 4 * d4);
+        float const c = fastExp2(ml.x - base);
+        l += c * ml.y;
+        acc = make_float4(fmaf(c, v.x, acc.x), fmaf(c, v.y, acc.y), fmaf(c, v.z, acc.z), fmaf(c, v.w, acc.w));
+    }
+    float const inv = l > 0.0F ? 1.0F / l : 0.0F; // a row that sees nothing is written as 0
+    float const v[4] = {acc.x, acc.y, acc.z, acc.w};
+#pragma unroll
+    for (int32_t c = 0; c < 4; ++c)
+    {
+        storeOutput<T>(p, batch, head, queryTile, row, 4 * d4 + c, v[c] * inv, kD);
+    }
+}
+
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, CtaShape kSHAPE>
 __global__ void __launch_bounds__(
     DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kTHREADS, DecodeTraits<T, kD, kG, kAXIS, kSHAPE>::kMIN_CTAS)
@@ -1260,6 +1373,13 @@ __global__ void __launch_bounds__(
     using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
     constexpr int32_t kTHREADS = Traits::kTHREADS;
     extern __shared__ __align__(128) uint8_t smem[];
+    if constexpr (Traits::kMAX_CLUSTER_SPLITS > 1)
+    {
+        if (p.clusterMerge)
+        {
+            clusterArriveRelaxed(); // waited on by mergeSplitsInCluster before it writes another CTA's memory
+        }
+    }
     int32_t const warp = static_cast<int32_t>(threadIdx.x) >> 5;
     int32_t rowsValid = 0;
     {
@@ -1279,6 +1399,14 @@ __global__ void __launch_bounds__(
     __shared__ PieceWeights<Traits::kWARPS> weights;
     weighPieces<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, rowsValid, weights);
     __syncthreads();
+    if constexpr (Traits::kMAX_CLUSTER_SPLITS > 1)
+    {
+        if (p.clusterMerge)
+        {
+            mergeSplitsInCluster<T, kD, Traits>(p, smem, weights, rowsValid, batch, head, queryTile);
+            return;
+        }
+    }
     int64_t const partial = (slot * p.numSplits + split) * kQUERY_TILE;
     for (int32_t e = tid; e < rowsValid * kD / 4; e += kTHREADS)
     {

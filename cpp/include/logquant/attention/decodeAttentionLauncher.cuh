@@ -107,6 +107,66 @@ int32_t DecodeLauncher<T, kD, kG, kAXIS>::blocksPerUnit()
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
+bool DecodeLauncher<T, kD, kG, kAXIS>::clusterMergeFits(CtaShape shape, dim3 grid)
+{
+    if (grid.x < 2 || ctasPerSm(shape) == 0) // ctasPerSm also configures the kernel's shared-memory limit
+    {
+        return false;
+    }
+    // Per device and cluster size: the most clusters that run at once; 0 = not yet asked, -1 = none.
+    constexpr int32_t kMAX_DEVICES = 64;
+    constexpr int32_t kMAX_CLUSTER = 8;
+    static std::atomic<int32_t> cached[kMAX_DEVICES][kMAX_CLUSTER + 1]{};
+    int32_t device = 0;
+    LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
+    int32_t clusters = 0;
+    detail::withShape<T, kD, kG, kAXIS>(shape, [&](auto constant) {
+        constexpr CtaShape kSHAPE = decltype(constant)::value;
+        using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
+        static_assert(Traits::kMAX_CLUSTER_SPLITS <= kMAX_CLUSTER, "cache sized for portable clusters");
+        if (static_cast<int32_t>(grid.x) > Traits::kMAX_CLUSTER_SPLITS || device >= kMAX_DEVICES)
+        {
+            return;
+        }
+        std::atomic<int32_t>& slot = cached[device][grid.x];
+        clusters = slot.load(std::memory_order_relaxed);
+        if (clusters != 0)
+        {
+            return;
+        }
+        int32_t clusterLaunch = 0;
+        int32_t smemOptin = 0;
+        LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&clusterLaunch, cudaDevAttrClusterLaunch, device));
+        LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        int32_t const smem = Traits::kSMEM_BYTES + static_cast<int32_t>(grid.x - 1) * Traits::kPIECE_BYTES;
+        clusters = -1;
+        if (clusterLaunch != 0 && smem <= smemOptin)
+        {
+            auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
+            int32_t const inboxMax = Traits::kSMEM_BYTES + (Traits::kMAX_CLUSTER_SPLITS - 1) * Traits::kPIECE_BYTES;
+            LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(
+                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, std::min(inboxMax, smemOptin)));
+            cudaLaunchAttribute attribute{};
+            attribute.id = cudaLaunchAttributeClusterDimension;
+            attribute.val.clusterDim.x = grid.x;
+            attribute.val.clusterDim.y = 1;
+            attribute.val.clusterDim.z = 1;
+            cudaLaunchConfig_t config{};
+            config.gridDim = grid;
+            config.blockDim = dim3(Traits::kTHREADS);
+            config.dynamicSmemBytes = static_cast<size_t>(smem);
+            config.attrs = &attribute;
+            config.numAttrs = 1;
+            int32_t count = 0;
+            LOGQUANT_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&count, kernel, &config));
+            clusters = count > 0 ? count : -1;
+        }
+        slot.store(clusters, std::memory_order_relaxed);
+    });
+    return clusters > 0 && static_cast<int64_t>(clusters) >= static_cast<int64_t>(grid.y) * grid.z;
+}
+
+template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 void DecodeLauncher<T, kD, kG, kAXIS>::launch(
     DecodeKernelParams const& params, CtaShape shape, dim3 grid, cudaStream_t stream)
 {
@@ -116,7 +176,31 @@ void DecodeLauncher<T, kD, kG, kAXIS>::launch(
         constexpr CtaShape kSHAPE = decltype(constant)::value;
         using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
         auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
-        kernel<<<grid, Traits::kTHREADS, Traits::kSMEM_BYTES, stream>>>(params);
+        if (params.clusterMerge != 0)
+        {
+            LOGQUANT_CHECK(static_cast<int32_t>(grid.x) <= Traits::kMAX_CLUSTER_SPLITS && grid.x == params.numSplits,
+                "decode attention: a cluster merge of ", grid.x, " splits is not built for the ", nameOf(shape),
+                " CTA shape");
+            // The splits of (b, h, qt) are one cluster; rank 0 keeps the others' partials after the warps' memory.
+            cudaLaunchAttribute attribute{};
+            attribute.id = cudaLaunchAttributeClusterDimension;
+            attribute.val.clusterDim.x = grid.x;
+            attribute.val.clusterDim.y = 1;
+            attribute.val.clusterDim.z = 1;
+            cudaLaunchConfig_t config{};
+            config.gridDim = grid;
+            config.blockDim = dim3(Traits::kTHREADS);
+            config.dynamicSmemBytes
+                = static_cast<size_t>(Traits::kSMEM_BYTES) + static_cast<size_t>(grid.x - 1) * Traits::kPIECE_BYTES;
+            config.stream = stream;
+            config.attrs = &attribute;
+            config.numAttrs = 1;
+            cudaLaunchKernelEx(&config, kernel, params);
+        }
+        else
+        {
+            kernel<<<grid, Traits::kTHREADS, Traits::kSMEM_BYTES, stream>>>(params);
+        }
         cudaError_t const status = cudaGetLastError();
         if (status != cudaSuccess)
         {

@@ -101,6 +101,7 @@ struct DecodeKernelParams
     int32_t queryTiles;      //!< ceil(r * n / 8)
     int32_t numSplits;       //!< CTAs per (b, h, qt)
     int32_t unitsPerSplit;   //!< pipeline units (1 block, or 2 when G = 32) per split
+    int32_t clusterMerge;    //!< 1: the splits of (b, h, qt) are one cluster and merge in shared memory
     float scaleLog2;         //!< softmax scale * log2(e): scores live in the exp2 domain
     int32_t* counters;       //!< [B * H * queryTiles], zero between launches
     float* partialMl;        //!< [B * H * queryTiles, numSplits, 8, 2] (max, sum)
@@ -116,6 +117,10 @@ struct DecodeLauncher
     static int32_t ctasPerSm(CtaShape shape);
     //! Sealed blocks per pipeline unit (2 when G = 32, else 1).
     static int32_t blocksPerUnit();
+    //! Whether the grid's splits can merge through distributed shared memory: the shape merges in clusters of
+    //! grid.x CTAs (2 to kMAX_CLUSTER_SPLITS), the device launches clusters, and all grid.y * grid.z of them fit at
+    //! once (a second wave would double the time).
+    static bool clusterMergeFits(CtaShape shape, dim3 grid);
     static void launch(DecodeKernelParams const& params, CtaShape shape, dim3 grid, cudaStream_t stream);
 };
 

@@ -58,6 +58,61 @@ __device__ __forceinline__ void namedBarrierSync()
     asm volatile("bar.sync %0, %1;\n" ::"n"(kID), "n"(kTHREADS) : "memory");
 }
 
+// Thread-block clusters (sm_90): the split-K merge of the wide shape runs through distributed shared memory.
+// barrier.cluster arrive/wait come in pairs per thread; .aligned: every thread of the warp executes them together.
+
+//! Arrives at the cluster barrier without ordering memory (the kernel-entry arrival that lets a later wait prove that
+//! every CTA of the cluster is running, so that its shared memory may be written).
+__device__ __forceinline__ void clusterArriveRelaxed()
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory");
+#endif
+}
+
+//! Arrives at the cluster barrier, releasing this thread's earlier writes (shared::cluster included).
+__device__ __forceinline__ void clusterArrive()
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.aligned;\n" ::: "memory");
+#endif
+}
+
+//! Waits until every thread of the cluster has arrived; acquires what they released.
+__device__ __forceinline__ void clusterWait()
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory");
+#endif
+}
+
+//! The shared::cluster address of `ptr` (a shared-memory address of this CTA) in the CTA of cluster rank `rank`.
+__device__ __forceinline__ uint32_t clusterSharedAddress(void const* ptr, uint32_t rank)
+{
+    uint32_t remote = 0;
+#if __CUDA_ARCH__ >= 900
+    uint32_t const local = static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+#endif
+    return remote;
+}
+
+__device__ __forceinline__ void storeClusterShared(uint32_t address, float4 v)
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(address), "f"(v.x), "f"(v.y), "f"(v.z),
+        "f"(v.w)
+                 : "memory");
+#endif
+}
+
+__device__ __forceinline__ void storeClusterShared(uint32_t address, float2 v)
+{
+#if __CUDA_ARCH__ >= 900
+    asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(address), "f"(v.x), "f"(v.y) : "memory");
+#endif
+}
+
 __device__ __forceinline__ uint32_t smemAddress(void const* ptr)
 {
     return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
