@@ -467,6 +467,13 @@ private:
     static constexpr int32_t kFP_PREFETCH_UNITS = 3;
     static constexpr int32_t kFP_PREFETCH_MIN_UNITS = 8;
 
+    //! A loop of at least this many units requests its first unit alone and waits for it before requesting more.
+    //! NOTE(k1): when every warp requests kSTAGES units at once (24 MB at B=8 L=32k), they queue for ~8 us and the
+    //! warps served last stay behind to the end (per-warp %globaltimer stamps: first units landed at 2.9-9.7 us);
+    //! one unit each at first: B=8 L=32k 69.0 -> 68.0 us, L=128k 234.5 -> 233.5 us. Short loops (SmolLM2 B=8 L=4k,
+    //! 2-3 units a warp) lose the round trip instead (+0.1-0.3 us).
+    static constexpr int32_t kALONE_MIN_UNITS = 8;
+
     __device__ __forceinline__ void runSealed()
     {
         PieceState<kCHUNKS * 4> st;
@@ -529,6 +536,10 @@ private:
                 issueUnit(stages + k * Traits::kSTAGE_BYTES, pages);
             }
             cpAsyncCommit();
+            if (k == 0 && count >= kALONE_MIN_UNITS)
+            {
+                cpAsyncWait<0>(); // the first unit goes out alone
+            }
         }
         // Every warp of the split has at least this many units; up to there the wide shape keeps them level.
         int32_t const levelled = max(end - mSplit * mP.unitsPerSplit, 0) / kWARPS;
