@@ -192,6 +192,8 @@ SHAPE_CASES = [
     Params("logquant_ott", 128, 4, 64, "channel", "float16", (3001, 64, 1999, 4096), heads=4),
     Params("kivi", 64, 3, 128, "token", "bfloat16", (2900, 1300, 7)),
     Params("ott", 128, 4, 32, "channel", "float16", (2400, 517)),
+    # Two blocks a unit with two splits a slot in the wide shape: its largest shared memory, plus the cluster inbox.
+    Params("ott", 128, 4, 32, "channel", "float16", (4100, 2999)),
     Params("logquant", 64, 8, 64, "channel", "bfloat16", (333,) * 20, heads=8),  # 160 slots: more than one wave
 ]
 

@@ -134,18 +134,22 @@ bool DecodeLauncher<T, kD, kG, kAXIS>::clusterMergeFits(CtaShape shape, dim3 gri
         {
             return;
         }
+        auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
         int32_t clusterLaunch = 0;
         int32_t smemOptin = 0;
+        cudaFuncAttributes attributes{};
         LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&clusterLaunch, cudaDevAttrClusterLaunch, device));
         LOGQUANT_CUDA_CHECK(cudaDeviceGetAttribute(&smemOptin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+        LOGQUANT_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+        // The opt-in limit covers static and dynamic shared memory together.
+        int32_t const dynamicLimit = smemOptin - static_cast<int32_t>(attributes.sharedSizeBytes);
         int32_t const smem = Traits::kSMEM_BYTES + static_cast<int32_t>(grid.x - 1) * Traits::kPIECE_BYTES;
         clusters = -1;
-        if (clusterLaunch != 0 && smem <= smemOptin)
+        if (clusterLaunch != 0 && smem <= dynamicLimit)
         {
-            auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
             int32_t const inboxMax = Traits::kSMEM_BYTES + (Traits::kMAX_CLUSTER_SPLITS - 1) * Traits::kPIECE_BYTES;
             LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(
-                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, std::min(inboxMax, smemOptin)));
+                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, std::min(inboxMax, dynamicLimit)));
             cudaLaunchAttribute attribute{};
             attribute.id = cudaLaunchAttributeClusterDimension;
             attribute.val.clusterDim.x = grid.x;
