@@ -30,18 +30,23 @@
 // score m-tile mu is token 8g + mu, row g+8 is token 8g + mu + 4.
 //
 // Measured (H100 80GB HBM3, fp16, G = 64, channel-axis keys, Llama-3-8B heads; `logquant-trt bench kernels`,
-// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 69.0-69.6 us = 5.1x torch SDPA
-// (355 us), 81% of copy on the bytes read (LogQuant+OTT 69.6 us, 82%); B=8 L=128k 234.5 us = 5.9x, 95%.
+// L2 flushed by a read before each call, copy = 3.03 TB/s read+write): B=8 L=32k 67.7-68.4 us = 5.2x torch SDPA
+// (355 us), 82% of copy on the bytes read (LogQuant+OTT 68.8-69.2 us, 5.1x, 82%); B=8 L=128k 233-234 us = 5.9x,
+// 95%; B=64 L=16k 247.5 us = 5.6x, 92%.
 // Where B=8 L=32k spends its time in the wide shape (NOTE(k1): per-warp %globaltimer stamps, us after the first warp
 // starts; the event-timed call is ~3.6 us longer, launch and completion):
-// - All 128 CTAs start within 0.2 us. The first unit's data lands at 2.9-9.7 us: the first requests of all warps,
-//   15 MB, queue for ~5 us, and warps served late stay late.
-// - The last unit's data lands at 54-63 us (median 57.7: the stream runs at ~98% of copy); the loop ends ~2 us
-//   later (the last unit's compute); the full-precision tiles, the CTA merge and the split merge bring the last CTA
-//   to ~66.7 us.
-// - So what keeps B=8 L=32k from 85% of copy is the spread of the SMs' stream ends (~5 us from the median to the
-//   last) and the ~4 us after the last unit. An SM computes a unit in ~2.5 us with no memory stalls against ~2.7 us
-//   in the stream, which leaves a late SM little room to catch up.
+// - All 128 CTAs start within 0.2 us; the first unit's data lands at 4.4-7.5 us (each warp's first unit alone; when
+//   every warp asked for three units at once, at 2.9-9.7 us, and warps served late stayed late).
+// - The last unit's data lands at 54-63 us (median 57.4: the stream runs at ~98% of copy); the loop ends ~2 us later
+//   (the last unit's compute); the full-precision tiles, the CTA merge and the cluster merge bring the last CTA to
+//   ~67 us.
+// - So what keeps B=8 L=32k from 85% of copy is the spread of the stream's end (median to last ~5.7 us: 511 units of
+//   a (b, h) over 24 warps leave 7 warps a 22nd unit, ~2.7 us, and the SMs differ by ~3 us, partly the same SMs from
+//   call to call) and the ~4 us after the last unit. An SM computes a unit in ~2.5 us with no memory stalls against
+//   ~2.7 us in the stream, which leaves a late SM little room to catch up.
+// - Tried and slower: pacing CTAs against a global progress counter (an atomic a unit: +6 us); 13 warps a CTA (the
+//   register cap falls to 128: +10 us); the code shift as IMAD.HI (+1 us); a barrier every 2 or 4 units, or two
+//   stages (within +-0.5 us).
 // - Between B=8 L=32k and L=64k the time grows at 98% of copy; with the sealed copies removed (compute on stale
 //   stages) the fixed part is the same (61 us at 32k, 107 at 64k), and halving the compute takes only 2 us off.
 // Where B=8 L=32k spent its time with three CTAs of 4 warps per SM, before the wide shape (NOTE(k1): variants of
