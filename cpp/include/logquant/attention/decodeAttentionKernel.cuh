@@ -137,6 +137,12 @@ struct DecodeTraits
     //! (mergeSplitsInCluster): rank 0 then holds an inbox of one piece per other split after the warps' memory. Only
     //! the wide shape, whose CTA has an SM to itself; 8 is the portable cluster size.
     static constexpr int32_t kMAX_CLUSTER_SPLITS = kSHAPE == CtaShape::kWIDE ? 8 : 1;
+
+    //! Dynamic shared memory of a launch whose splits merge in clusters of clusterSplits CTAs (1: no cluster).
+    static constexpr int32_t smemBytes(int32_t clusterSplits)
+    {
+        return kSMEM_BYTES + (clusterSplits - 1) * kPIECE_BYTES;
+    }
     //! The register cap follows: 168 at 12 warps per SM, 128 at 16.
     static constexpr int32_t kMIN_CTAS = CtaShapeTraits<kSHAPE>::kCTAS_PER_SM;
 

@@ -60,6 +60,25 @@ bool withShape(CtaShape shape, Fn&& fn)
     return false;
 }
 
+//! A launch of `grid` whose splits (grid.x) form one thread-block cluster; `attribute` backs the config's pointer.
+inline cudaLaunchConfig_t clusterLaunch(
+    dim3 grid, int32_t threads, int32_t smem, cudaStream_t stream, cudaLaunchAttribute& attribute)
+{
+    attribute = cudaLaunchAttribute{};
+    attribute.id = cudaLaunchAttributeClusterDimension;
+    attribute.val.clusterDim.x = grid.x;
+    attribute.val.clusterDim.y = 1;
+    attribute.val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = dim3(static_cast<uint32_t>(threads));
+    config.dynamicSmemBytes = static_cast<size_t>(smem);
+    config.stream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    return config;
+}
+
 } // namespace detail
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
@@ -143,24 +162,14 @@ bool DecodeLauncher<T, kD, kG, kAXIS>::clusterMergeFits(CtaShape shape, dim3 gri
         LOGQUANT_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
         // The opt-in limit covers static and dynamic shared memory together.
         int32_t const dynamicLimit = smemOptin - static_cast<int32_t>(attributes.sharedSizeBytes);
-        int32_t const smem = Traits::kSMEM_BYTES + static_cast<int32_t>(grid.x - 1) * Traits::kPIECE_BYTES;
+        int32_t const smem = Traits::smemBytes(static_cast<int32_t>(grid.x));
         clusters = -1;
         if (clusterLaunch != 0 && smem <= dynamicLimit)
         {
-            int32_t const inboxMax = Traits::kSMEM_BYTES + (Traits::kMAX_CLUSTER_SPLITS - 1) * Traits::kPIECE_BYTES;
-            LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(
-                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, std::min(inboxMax, dynamicLimit)));
+            LOGQUANT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                std::min(Traits::smemBytes(Traits::kMAX_CLUSTER_SPLITS), dynamicLimit)));
             cudaLaunchAttribute attribute{};
-            attribute.id = cudaLaunchAttributeClusterDimension;
-            attribute.val.clusterDim.x = grid.x;
-            attribute.val.clusterDim.y = 1;
-            attribute.val.clusterDim.z = 1;
-            cudaLaunchConfig_t config{};
-            config.gridDim = grid;
-            config.blockDim = dim3(Traits::kTHREADS);
-            config.dynamicSmemBytes = static_cast<size_t>(smem);
-            config.attrs = &attribute;
-            config.numAttrs = 1;
+            cudaLaunchConfig_t const config = detail::clusterLaunch(grid, Traits::kTHREADS, smem, nullptr, attribute);
             int32_t count = 0;
             LOGQUANT_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&count, kernel, &config));
             clusters = count > 0 ? count : -1;
@@ -180,30 +189,20 @@ void DecodeLauncher<T, kD, kG, kAXIS>::launch(
         constexpr CtaShape kSHAPE = decltype(constant)::value;
         using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
         auto* kernel = decodeAttentionKernel<T, kD, kG, kAXIS, kSHAPE>;
-        if (params.clusterMerge != 0)
+        bool const cluster = params.clusterMerge != 0;
+        int32_t const smem = Traits::smemBytes(cluster ? static_cast<int32_t>(grid.x) : 1);
+        if (cluster)
         {
             LOGQUANT_CHECK(static_cast<int32_t>(grid.x) <= Traits::kMAX_CLUSTER_SPLITS && grid.x == params.numSplits,
                 "decode attention: a cluster merge of ", grid.x, " splits is not built for the ", nameOf(shape),
                 " CTA shape");
-            // The splits of (b, h, qt) are one cluster; rank 0 keeps the others' partials after the warps' memory.
             cudaLaunchAttribute attribute{};
-            attribute.id = cudaLaunchAttributeClusterDimension;
-            attribute.val.clusterDim.x = grid.x;
-            attribute.val.clusterDim.y = 1;
-            attribute.val.clusterDim.z = 1;
-            cudaLaunchConfig_t config{};
-            config.gridDim = grid;
-            config.blockDim = dim3(Traits::kTHREADS);
-            config.dynamicSmemBytes
-                = static_cast<size_t>(Traits::kSMEM_BYTES) + static_cast<size_t>(grid.x - 1) * Traits::kPIECE_BYTES;
-            config.stream = stream;
-            config.attrs = &attribute;
-            config.numAttrs = 1;
+            cudaLaunchConfig_t const config = detail::clusterLaunch(grid, Traits::kTHREADS, smem, stream, attribute);
             cudaLaunchKernelEx(&config, kernel, params);
         }
         else
         {
-            kernel<<<grid, Traits::kTHREADS, Traits::kSMEM_BYTES, stream>>>(params);
+            kernel<<<grid, Traits::kTHREADS, smem, stream>>>(params);
         }
         cudaError_t const status = cudaGetLastError();
         if (status != cudaSuccess)
@@ -211,8 +210,8 @@ void DecodeLauncher<T, kD, kG, kAXIS>::launch(
             cudaFuncAttributes attributes{};
             cudaFuncGetAttributes(&attributes, kernel);
             LOGQUANT_CHECK(false, "decode attention launch failed: ", cudaGetErrorName(status), " (grid ", grid.x,
-                "x", grid.y, "x", grid.z, ", ", Traits::kTHREADS, " threads, ", Traits::kSMEM_BYTES,
-                " B of dynamic shared memory; the kernel: ", attributes.numRegs, " registers, ",
+                "x", grid.y, "x", grid.z, cluster ? " in clusters of the splits" : "", ", ", Traits::kTHREADS,
+                " threads, ", smem, " B of dynamic shared memory; the kernel: ", attributes.numRegs, " registers, ",
                 attributes.maxThreadsPerBlock, " threads max, ", attributes.maxDynamicSharedSizeBytes,
                 " B of dynamic shared memory max, ", attributes.localSizeBytes, " B of local memory)");
         }
