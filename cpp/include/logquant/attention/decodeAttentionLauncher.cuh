@@ -23,6 +23,9 @@ namespace detail
 //! 164 KB holds fewer CTAs, and no wide one).
 constexpr int32_t kSMEM_PER_SM = 228 * 1024;
 
+//! Device ids the per-device caches of the launcher cover.
+constexpr int32_t kMAX_DEVICES = 64;
+
 //! Whether the shallow shape is built for an instantiation: only if four of its CTAs fit in shared memory, and not
 //! for G = 32, whose two-block units spill ~120 B per thread under the 128-register cap.
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
@@ -86,11 +89,11 @@ int32_t DecodeLauncher<T, kD, kG, kAXIS>::ctasPerSm(CtaShape shape)
 {
     // Per device and shape: the attribute call and the occupancy query cost microseconds of host time on every
     // launch otherwise (TensorRT enqueue, decode loops). 0 = not yet configured on that device, -1 = does not fit.
-    constexpr int32_t kMAX_DEVICES = 64;
-    static std::atomic<int32_t> cached[kMAX_DEVICES][std::size(kCTA_SHAPES)]{};
+    static std::atomic<int32_t> cached[detail::kMAX_DEVICES][std::size(kCTA_SHAPES)]{};
     int32_t device = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
-    LOGQUANT_CHECK(device >= 0 && device < kMAX_DEVICES, "decode attention supports device ids below ", kMAX_DEVICES);
+    LOGQUANT_CHECK(device >= 0 && device < detail::kMAX_DEVICES, "decode attention supports device ids below ",
+        detail::kMAX_DEVICES);
     std::atomic<int32_t>& slot = cached[device][static_cast<int32_t>(shape)];
     int32_t ctas = slot.load(std::memory_order_relaxed);
     if (ctas != 0)
@@ -128,14 +131,14 @@ int32_t DecodeLauncher<T, kD, kG, kAXIS>::blocksPerUnit()
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS>
 bool DecodeLauncher<T, kD, kG, kAXIS>::clusterMergeFits(CtaShape shape, dim3 grid)
 {
-    if (grid.x < 2 || ctasPerSm(shape) == 0) // ctasPerSm also configures the kernel's shared-memory limit
+    // ctasPerSm also checks the device id and configures the kernel's shared-memory limit.
+    if (grid.x < 2 || ctasPerSm(shape) == 0)
     {
         return false;
     }
     // Per device and cluster size: the most clusters that run at once; 0 = not yet asked, -1 = none.
-    constexpr int32_t kMAX_DEVICES = 64;
     constexpr int32_t kMAX_CLUSTER = 8;
-    static std::atomic<int32_t> cached[kMAX_DEVICES][kMAX_CLUSTER + 1]{};
+    static std::atomic<int32_t> cached[detail::kMAX_DEVICES][kMAX_CLUSTER + 1]{};
     int32_t device = 0;
     LOGQUANT_CUDA_CHECK(cudaGetDevice(&device));
     int32_t clusters = 0;
@@ -143,7 +146,7 @@ bool DecodeLauncher<T, kD, kG, kAXIS>::clusterMergeFits(CtaShape shape, dim3 gri
         constexpr CtaShape kSHAPE = decltype(constant)::value;
         using Traits = DecodeTraits<T, kD, kG, kAXIS, kSHAPE>;
         static_assert(Traits::kMAX_CLUSTER_SPLITS <= kMAX_CLUSTER, "cache sized for portable clusters");
-        if (static_cast<int32_t>(grid.x) > Traits::kMAX_CLUSTER_SPLITS || device >= kMAX_DEVICES)
+        if (static_cast<int32_t>(grid.x) > Traits::kMAX_CLUSTER_SPLITS)
         {
             return;
         }

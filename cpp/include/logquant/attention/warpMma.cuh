@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Thin wrappers over the PTX the decode-attention kernel is built from: cp.async, ldmatrix, movmatrix,
-// mma.sync m16n8k16 and named barriers. Fragment layouts are the PTX ISA's; in the comments, lane = 4 * g + i
-// (g = lane / 4 "group", i = lane % 4), as in the ISA's "groupID" / "threadID_in_group".
+// mma.sync m16n8k16, named barriers and thread-block clusters. Fragment layouts are the PTX ISA's; in the comments,
+// lane = 4 * g + i (g = lane / 4 "group", i = lane % 4), as in the ISA's "groupID" / "threadID_in_group".
 #pragma once
 
 #include <cuda_bf16.h>
@@ -58,6 +58,11 @@ __device__ __forceinline__ void namedBarrierSync()
     asm volatile("bar.sync %0, %1;\n" ::"n"(kID), "n"(kTHREADS) : "memory");
 }
 
+__device__ __forceinline__ uint32_t smemAddress(void const* ptr)
+{
+    return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
+}
+
 // Thread-block clusters (sm_90): the split-K merge of the wide shape runs through distributed shared memory.
 // barrier.cluster arrive/wait come in pairs per thread; .aligned: every thread of the warp executes them together.
 
@@ -91,8 +96,7 @@ __device__ __forceinline__ uint32_t clusterSharedAddress(void const* ptr, uint32
 {
     uint32_t remote = 0;
 #if __CUDA_ARCH__ >= 900
-    uint32_t const local = static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smemAddress(ptr)), "r"(rank));
 #endif
     return remote;
 }
@@ -111,11 +115,6 @@ __device__ __forceinline__ void storeClusterShared(uint32_t address, float2 v)
 #if __CUDA_ARCH__ >= 900
     asm volatile("st.shared::cluster.v2.f32 [%0], {%1, %2};\n" ::"r"(address), "f"(v.x), "f"(v.y) : "memory");
 #endif
-}
-
-__device__ __forceinline__ uint32_t smemAddress(void const* ptr)
-{
-    return static_cast<uint32_t>(__cvta_generic_to_shared(ptr));
 }
 
 //! Four 8x8 b16 matrices; lanes 8m..8m+7 give the row addresses of matrix m. Lane (g, i) receives, of each
