@@ -1203,22 +1203,29 @@ __device__ __forceinline__ float4 mergedChannels(
     return o;
 }
 
+//! Channels d .. d + 3 of query row `row` of tile queryTile: the merged, unnormalized O divided by its softmax sum l.
+//! A row that sees nothing (l = 0) is written as 0.
 template <typename T>
-__device__ __forceinline__ void storeOutput(
-    DecodeKernelParams const& p, int32_t batch, int32_t head, int32_t queryTile, int32_t row, int32_t d, float value,
-    int32_t headDim)
+__device__ __forceinline__ void storeOutput(DecodeKernelParams const& p, int32_t batch, int32_t head,
+    int32_t queryTile, int32_t row, int32_t d, float4 o, float l, int32_t headDim)
 {
     int32_t const queryRow = kQUERY_TILE * queryTile + row;
     int32_t const qHead = head * p.groupRatio + queryRow % p.groupRatio;
     int32_t const token = queryRow / p.groupRatio;
     int64_t const index = ((static_cast<int64_t>(batch) * p.numQueryHeads + qHead) * p.numQueries + token) * headDim + d;
-    if constexpr (std::is_same_v<T, half>)
+    float const inv = l > 0.0F ? 1.0F / l : 0.0F;
+    float const v[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+    for (int32_t c = 0; c < 4; ++c)
     {
-        static_cast<half*>(p.out)[index] = __float2half_rn(value);
-    }
-    else
-    {
-        static_cast<__nv_bfloat16*>(p.out)[index] = __float2bfloat16_rn(value);
+        if constexpr (std::is_same_v<T, half>)
+        {
+            static_cast<half*>(p.out)[index + c] = __float2half_rn(v[c] * inv);
+        }
+        else
+        {
+            static_cast<__nv_bfloat16*>(p.out)[index + c] = __float2bfloat16_rn(v[c] * inv);
+        }
     }
 }
 
@@ -1308,17 +1315,10 @@ __device__ __forceinline__ void mergeSplits(
         }
         mRun = mNew;
     }
-    float const inv = lRun > 0.0F ? 1.0F / lRun : 0.0F; // a row that sees nothing is written as 0
 #pragma unroll
     for (int32_t c = 0; c < kCHUNKS; ++c)
     {
-        int32_t const d = 4 * (lane + kLANES_PER_ROW * c);
-        float const v[4] = {acc[c].x, acc[c].y, acc[c].z, acc[c].w};
-#pragma unroll
-        for (int32_t k = 0; k < 4; ++k)
-        {
-            storeOutput<T>(p, batch, head, queryTile, row, d + k, v[k] * inv, kD);
-        }
+        storeOutput<T>(p, batch, head, queryTile, row, 4 * (lane + kLANES_PER_ROW * c), acc[c], lRun, kD);
     }
 }
 
@@ -1378,13 +1378,7 @@ __device__ __forceinline__ void mergeSplitsInCluster(DecodeKernelParams const& p
         l += c * ml.y;
         acc = make_float4(fmaf(c, v.x, acc.x), fmaf(c, v.y, acc.y), fmaf(c, v.z, acc.z), fmaf(c, v.w, acc.w));
     }
-    float const inv = l > 0.0F ? 1.0F / l : 0.0F; // a row that sees nothing is written as 0
-    float const v[4] = {acc.x, acc.y, acc.z, acc.w};
-#pragma unroll
-    for (int32_t c = 0; c < 4; ++c)
-    {
-        storeOutput<T>(p, batch, head, queryTile, row, 4 * d4 + c, v[c] * inv, kD);
-    }
+    storeOutput<T>(p, batch, head, queryTile, row, 4 * d4, acc, l, kD);
 }
 
 template <typename T, int32_t kD, int32_t kG, KeyAxis kAXIS, CtaShape kSHAPE>
@@ -1438,14 +1432,7 @@ __global__ void __launch_bounds__(
             = mergedChannels<kD, Traits::kWARPS, Traits::kWARP_BYTES, Traits::kPIECE_BYTES>(smem, weights, row, d4);
         if (p.numSplits == 1)
         {
-            float const l = weights.sum[row];
-            float const inv = l > 0.0F ? 1.0F / l : 0.0F; // a row that sees nothing is written as 0
-            float const v[4] = {o.x, o.y, o.z, o.w};
-#pragma unroll
-            for (int32_t c = 0; c < 4; ++c)
-            {
-                storeOutput<T>(p, batch, head, queryTile, row, 4 * d4 + c, v[c] * inv, kD);
-            }
+            storeOutput<T>(p, batch, head, queryTile, row, 4 * d4, o, weights.sum[row], kD);
         }
         else
         {
