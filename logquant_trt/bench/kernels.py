@@ -8,6 +8,10 @@ K/V of the same length (q of length 1, enable_gqa), and a device-to-device copy.
 reads (docs/kv_format.md §7 plus the tail, retained slots, block table, q and out); bandwidth is reported as a
 fraction of the copy's (bytes read + bytes written per second).
 
+The copy rate is that of a 1 GiB copy. Each shape also times a copy that moves as many bytes as our kernel reads
+(half read, half written), flushed the same way: it pays the same launch and drain, so our time against it shows
+what our kernel adds beyond moving its bytes.
+
 The L2 is flushed by *reading* a buffer larger than it: a write flush (memset) would leave tens of MB of dirty
 lines whose write-back lands inside the next timed call. Each call is also timed back to back (20 launches between
 two events, no flush), which shows how much of a small shape's time is launch overhead.
@@ -63,6 +67,8 @@ class Result:
     bytes_read: int
     bandwidth_tbps: float
     fraction_of_copy: float
+    same_bytes_copy_us: float  #: a copy moving bytes_read bytes (half read, half written)
+    fraction_of_same_bytes_copy: float  #: same_bytes_copy_us / ours_us
 
 
 def time_us(fn: Callable[[], Any], iters: int, warmup: int, flush: torch.Tensor) -> tuple[float, float]:
@@ -97,12 +103,16 @@ def back_to_back_us(fn: Callable[[], Any], calls: int = 20) -> float:
     return start.elapsed_time(end) * 1e3 / calls
 
 
+def copy_us(nbytes: int, iters: int, warmup: int, flush: torch.Tensor) -> float:
+    """Median time of a device-to-device copy of nbytes."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    return time_us(lambda: dst.copy_(src), iters, warmup, flush)[0]
+
+
 def copy_bandwidth(iters: int, warmup: int, flush: torch.Tensor) -> float:
     """Device-to-device copy of 1 GiB, in TB/s of bytes read + written."""
-    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda").random_()
-    dst = torch.empty_like(src)
-    median, _ = time_us(lambda: dst.copy_(src), iters, warmup, flush)
-    return 2 * src.numel() / (median * 1e-6) / 1e12
+    return 2 * (1 << 30) / (copy_us(1 << 30, iters, warmup, flush) * 1e-6) / 1e12
 
 
 def paged_layer_read_bytes(layer: Any) -> int:
@@ -216,9 +226,11 @@ def bench_shape(model: str, batch: int, length: int, args: argparse.Namespace, f
         ours_us, ours_std = time_us(lambda: runner.run(q, out), args.iters, args.warmup, flush)
         ours_b2b = back_to_back_us(lambda: runner.run(q, out))
         tbps = nbytes / (ours_us * 1e-6) / 1e12
-        results.append(Result(model, policy, batch, length, ours_us, ours_std, ours_b2b, sdpa_us, sdpa_std,
-                              sdpa_us / ours_us, nbytes, tbps, tbps / copy_tbps))
         del cache, runner
+        same_copy_us = copy_us(nbytes // 2, args.iters, args.warmup, flush)
+        results.append(Result(model, policy, batch, length, ours_us, ours_std, ours_b2b, sdpa_us, sdpa_std,
+                              sdpa_us / ours_us, nbytes, tbps, tbps / copy_tbps, same_copy_us,
+                              same_copy_us / ours_us))
     torch.cuda.empty_cache()
     return results
 
@@ -275,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 print(f"{model} B={batch} L={length} {r.policy}: ours {r.ours_us:.1f} us "
                       f"(back to back {r.ours_back_to_back_us:.1f}), sdpa {r.sdpa_us:.1f} us, "
-                      f"x{r.speedup:.2f}, {r.fraction_of_copy:.0%} of copy", file=sys.stderr)
+                      f"x{r.speedup:.2f}, {r.fraction_of_copy:.0%} of copy "
+                      f"(a copy of the same bytes: {r.same_bytes_copy_us:.1f} us)", file=sys.stderr)
     report = {
         "device": torch.cuda.get_device_name(),
         "copy_bandwidth_tbps": copy_tbps,
