@@ -46,7 +46,15 @@
 //   ~2.7 us in the stream, which leaves a late SM little room to catch up.
 // - Tried and slower: pacing CTAs against a global progress counter (an atomic a unit: +6 us); 13 warps a CTA (the
 //   register cap falls to 128: +10 us); the code shift as IMAD.HI (+1 us); a barrier every 2 or 4 units, or two
-//   stages (within +-0.5 us).
+//   stages (within +-0.5 us). Also no better: the long warps' last unit pulled into L2 4, 6 or 10 units ahead
+//   (+0-0.5 us); the leftover units of a split halved over twice the warps (m-tiles 0-1 and 2-3: +0.7-2 us, +2-4 us
+//   at L=128k); the full-precision tiles first, folded into the sealed state (LogQuant+OTT -0.5-1 us, KIVI +0.5 us,
+//   L=128k +4 us).
+// - What is left to take (NOTE(k1): variants of this kernel, A/B in one run, B=8 L=32k KIVI): no unit computed at
+//   all 64.7 us (87% of copy), half of them computed 68.0 (no change); no full-precision tiles -0.5-1 us; no CTA or
+//   cluster merge -0.7-1.5 us; none of the three (the prologue and the stream alone) 60.1 us (93%). A copy moving the
+//   same 170 MB takes 57.9 us. So the bulk of the math is hidden; what shows is the last unit's compute after its
+//   data lands and the epilogue behind it (full-precision round trip, CTA merge, cluster barrier).
 // - Between B=8 L=32k and L=64k the time grows at 98% of copy; with the sealed copies removed (compute on stale
 //   stages) the fixed part is the same (61 us at 32k, 107 at 64k), and halving the compute takes only 2 us off.
 // Where B=8 L=32k spent its time with three CTAs of 4 warps per SM, before the wide shape (NOTE(k1): variants of
