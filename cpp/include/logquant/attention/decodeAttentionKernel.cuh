@@ -49,7 +49,9 @@
 //   stages (within +-0.5 us). Also no better: the long warps' last unit pulled into L2 4, 6 or 10 units ahead
 //   (+0-0.5 us); the leftover units of a split halved over twice the warps (m-tiles 0-1 and 2-3: +0.7-2 us, +2-4 us
 //   at L=128k); the full-precision tiles first, folded into the sealed state (LogQuant+OTT -0.5-1 us, KIVI +0.5 us,
-//   L=128k +4 us).
+//   L=128k +4 us); a warp's first full-precision tile copied into the two stages its loop frees at the end, the
+//   sealed piece written after it (141 -> 158 registers: +0.6 us, L=128k +1.5-2 us; but SmolLM2 B=8 L=4k -0.9-1.5
+//   us and B=64 L=16k KIVI -2.3 us).
 // - What is left to take (NOTE(k1): variants of this kernel, A/B in one run, B=8 L=32k KIVI): no unit computed at
 //   all 64.7 us (87% of copy), half of them computed 68.0 (no change); no full-precision tiles -0.5-1 us; no CTA or
 //   cluster merge -0.7-1.5 us; none of the three (the prologue and the stream alone) 60.1 us (93%). A copy moving the
