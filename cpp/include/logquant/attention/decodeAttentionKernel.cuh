@@ -233,6 +233,13 @@ __device__ __forceinline__ int32_t pieceIndex(int32_t row, int32_t channel)
     return row * kD + 4 * ((channel >> 2) ^ swizzle) + (channel & 3);
 }
 
+//! Float index of row's (max, sum) in a piece, or in a cluster inbox slot: after the O region.
+template <int32_t kD>
+__device__ __forceinline__ int32_t statsIndex(int32_t row)
+{
+    return kQUERY_TILE * kD + 2 * row;
+}
+
 //! The per-warp running state of one piece (sealed blocks, or full-precision segments).
 template <int32_t kOUT>
 struct PieceState
@@ -904,8 +911,7 @@ private:
     //! exist; a tile without any issues nothing and returns 0.
     __device__ __forceinline__ uint32_t issueFullPrecisionTile(uint8_t* tile, int32_t j) const
     {
-        KvGeometry const& geo = mP.cache.geometry;
-        int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const retainedTiles = retainedTileCount();
         bool const retained = j < retainedTiles;
         int64_t const rowIndex = fullPrecisionRow(j, retainedTiles);
         // Empty (-1) and shadowed (<= -2) retained slots are skipped.
@@ -915,8 +921,8 @@ private:
         {
             return 0; // nothing to read (e.g. a KIVI retained buffer of empty slots): no copy, no group
         }
-        auto const* kBase = static_cast<uint8_t const*>(retained ? mP.cache.retainedK : mP.cache.tailK);
-        auto const* vBase = static_cast<uint8_t const*>(retained ? mP.cache.retainedV : mP.cache.tailV);
+        uint8_t const* kBase = fullPrecisionSource(retained, false);
+        uint8_t const* vBase = fullPrecisionSource(retained, true);
         constexpr int32_t kUNITS = Traits::kFP_ROW_UNITS;
 #pragma unroll
         for (int32_t q = mLane; q < kFP_TILE_TOKENS * kUNITS; q += 32)
@@ -988,6 +994,25 @@ private:
         __syncwarp(); // the tile is refilled by the next one
     }
 
+    //! Full-precision tiles of the retained buffer (whole capacity); the tail ring's follow them.
+    __device__ __forceinline__ int32_t retainedTileCount() const
+    {
+        return (mP.cache.geometry.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+    }
+
+    __device__ __forceinline__ int32_t fullPrecisionTileCount(int32_t retainedTiles) const
+    {
+        return retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+    }
+
+    //! Where the K (or V) rows of a retained or a tail tile live.
+    __device__ __forceinline__ uint8_t const* fullPrecisionSource(bool retained, bool values) const
+    {
+        void const* const k = retained ? mP.cache.retainedK : mP.cache.tailK;
+        void const* const v = retained ? mP.cache.retainedV : mP.cache.tailV;
+        return static_cast<uint8_t const*>(values ? v : k);
+    }
+
     //! Row index (into the retained buffer or the tail ring) of row `lane` of full-precision tile j; -1 where the
     //! tile has no such row, and on lanes >= kFP_TILE_TOKENS. Whether a retained slot is in use is not checked.
     __device__ __forceinline__ int64_t fullPrecisionRow(int32_t j, int32_t retainedTiles) const
@@ -1032,9 +1057,8 @@ private:
     //! Pulls the rows of this warp's full-precision tiles into L2 (whole retained tiles, empty slots included).
     __device__ __forceinline__ void prefetchFullPrecision() const
     {
-        KvGeometry const& geo = mP.cache.geometry;
-        int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
-        int32_t const numTiles = retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const retainedTiles = retainedTileCount();
+        int32_t const numTiles = fullPrecisionTileCount(retainedTiles);
         int32_t const stride = mP.numSplits * kWARPS;
         for (int32_t j = fullPrecisionRank(); j < numTiles; j += stride)
         {
@@ -1044,8 +1068,8 @@ private:
                 continue;
             }
             bool const retained = j < retainedTiles;
-            auto const* k = static_cast<uint8_t const*>(retained ? mP.cache.retainedK : mP.cache.tailK);
-            auto const* v = static_cast<uint8_t const*>(retained ? mP.cache.retainedV : mP.cache.tailV);
+            uint8_t const* k = fullPrecisionSource(retained, false);
+            uint8_t const* v = fullPrecisionSource(retained, true);
 #pragma unroll
             for (int32_t offset = 0; offset < kD * 2; offset += 128)
             {
@@ -1057,11 +1081,10 @@ private:
 
     __device__ __forceinline__ void runFullPrecision()
     {
-        KvGeometry const& geo = mP.cache.geometry;
         PieceState<kD / 16> st;
         st.reset();
-        int32_t const retainedTiles = (geo.retainedCapacity + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
-        int32_t const numTiles = retainedTiles + (mTailLen + kFP_TILE_TOKENS - 1) / kFP_TILE_TOKENS;
+        int32_t const retainedTiles = retainedTileCount();
+        int32_t const numTiles = fullPrecisionTileCount(retainedTiles);
         // Column c of this lane is query row 8 qt + 2i + c, i.e. query token (row / r) at position L - n + token.
         int32_t lastVisible[2];
 #pragma unroll
@@ -1097,8 +1120,8 @@ private:
 #pragma unroll
             for (int32_t c = 0; c < 2; ++c)
             {
-                piece[kQUERY_TILE * kD + 2 * (2 * mI + c)] = m[c];
-                piece[kQUERY_TILE * kD + 2 * (2 * mI + c) + 1] = l[c];
+                piece[statsIndex<kD>(2 * mI + c)] = m[c];
+                piece[statsIndex<kD>(2 * mI + c) + 1] = l[c];
             }
         }
     }
@@ -1164,8 +1187,8 @@ __device__ __forceinline__ void weighPieces(uint8_t const* smem, int32_t rowsVal
         if (lane < kPIECES)
         {
             float const* piece = pieceOf<kWARP_BYTES, kPIECE_BYTES>(smem, lane);
-            m = piece[kQUERY_TILE * kD + 2 * row];
-            l = piece[kQUERY_TILE * kD + 2 * row + 1];
+            m = piece[statsIndex<kD>(row)];
+            l = piece[statsIndex<kD>(row) + 1];
         }
         float mMax = m;
 #pragma unroll
@@ -1359,7 +1382,7 @@ __device__ __forceinline__ void mergeSplitsInCluster(DecodeKernelParams const& p
         storeClusterShared(clusterSharedAddress(slot + row * kD + 4 * d4, 0), o);
         if (d4 == 0)
         {
-            storeClusterShared(clusterSharedAddress(slot + kQUERY_TILE * kD + 2 * row, 0),
+            storeClusterShared(clusterSharedAddress(slot + statsIndex<kD>(row), 0),
                 make_float2(w.max[row], w.sum[row]));
         }
     }
@@ -1372,7 +1395,7 @@ __device__ __forceinline__ void mergeSplitsInCluster(DecodeKernelParams const& p
     float mMax = w.max[row];
     for (int32_t s = 1; s < p.numSplits; ++s)
     {
-        mMax = fmaxf(mMax, inbox[(s - 1) * kINBOX_FLOATS + kQUERY_TILE * kD + 2 * row]);
+        mMax = fmaxf(mMax, inbox[(s - 1) * kINBOX_FLOATS + statsIndex<kD>(row)]);
     }
     // A row that no split saw keeps max -inf; subtract 0 instead so that exp2 sees no (-inf) - (-inf).
     float const base = mMax == kNEG_INF ? 0.0F : mMax;
@@ -1382,7 +1405,7 @@ __device__ __forceinline__ void mergeSplitsInCluster(DecodeKernelParams const& p
     for (int32_t s = 1; s < p.numSplits; ++s)
     {
         float const* slot = inbox + (s - 1) * kINBOX_FLOATS;
-        float2 const ml = *reinterpret_cast<float2 const*>(slot + kQUERY_TILE * kD + 2 * row);
+        float2 const ml = *reinterpret_cast<float2 const*>(slot + statsIndex<kD>(row));
         float4 const v = *reinterpret_cast<float4 const*>(slot + row * kD + 4 * d4);
         float const c = fastExp2(ml.x - base);
         l += c * ml.y;

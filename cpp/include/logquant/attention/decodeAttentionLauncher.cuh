@@ -201,7 +201,7 @@ void DecodeLauncher<T, kD, kG, kAXIS>::launch(
                 " CTA shape");
             cudaLaunchAttribute attribute{};
             cudaLaunchConfig_t const config = detail::clusterLaunch(grid, Traits::kTHREADS, smem, stream, attribute);
-            cudaLaunchKernelEx(&config, kernel, params);
+            cudaLaunchKernelEx(&config, kernel, params); // its error, like <<<>>>'s, is read by cudaGetLastError
         }
         else
         {
